@@ -1,0 +1,276 @@
+//! The `tributary` command line: `dev`, `worker`, `start`, `status`, `retry`, `cancel`,
+//! `migrate`, `workflows`, `dead-letters`.
+//!
+//! The binary lives in the `workflows` package (it needs the workflows); it calls [`main`]
+//! with its [`Registry`]. `anyhow` is used here, at the edge, and nowhere below.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::{Parser, Subcommand};
+use tokio_util::sync::CancellationToken;
+
+use crate::config::Config;
+use crate::ids::RunId;
+use crate::runtime::{Engine, StartOptions};
+use crate::services::{LocalPostgres, LocalRedis, PostgresOptions, RedisOptions};
+use crate::store::Store;
+use crate::workflow::Registry;
+
+/// Durable workflows on Redis Streams with PostgreSQL checkpoints.
+#[derive(Debug, Parser)]
+#[command(name = "tributary", version, about)]
+struct Cli {
+    /// Configuration file (TOML). Also `TRIBUTARY_CONFIG`.
+    #[arg(long, global = true, env = "TRIBUTARY_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the whole engine for development. Without REDIS_URL / DATABASE_URL it starts a
+    /// private redis-server and PostgreSQL under the state directory (kept across restarts).
+    Dev {
+        /// Where the private servers keep their data.
+        #[arg(long, env = "TRIBUTARY_STATE_DIR", default_value = ".tributary")]
+        state_dir: PathBuf,
+    },
+    /// Run a worker: consume steps until SIGTERM or Ctrl-C.
+    Worker,
+    /// Apply database migrations and exit.
+    Migrate,
+    /// Start a run; prints its id (with --wait, its output).
+    Start {
+        /// The workflow's name.
+        workflow: String,
+        /// The run's input, as JSON.
+        #[arg(long, default_value = "null")]
+        input: String,
+        /// Return the existing run when this key was used before.
+        #[arg(long)]
+        idempotency_key: Option<String>,
+        /// Wait for the run to end and print its output.
+        #[arg(long)]
+        wait: bool,
+        /// How long --wait waits.
+        #[arg(long, default_value = "5m", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
+    /// Show a run: its steps, attempts, errors and timings.
+    Status {
+        /// The run id.
+        run: RunId,
+        /// Print JSON.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Resume a failed or cancelled run from its failed steps.
+    Retry {
+        /// The run id.
+        run: RunId,
+    },
+    /// Cancel a run.
+    Cancel {
+        /// The run id.
+        run: RunId,
+    },
+    /// List the registered workflows.
+    Workflows,
+    /// List the newest entries of the dead-letter stream.
+    DeadLetters {
+        /// How many.
+        #[arg(long, default_value_t = 20)]
+        count: usize,
+    },
+}
+
+/// Parses the command line, runs the command, and maps errors to a message and exit code 1.
+pub fn main(registry: Registry) -> ExitCode {
+    let cli = Cli::parse();
+    init_logging();
+    let runtime = match tokio::runtime::Runtime::new() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli, registry)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn init_logging() {
+    use tracing_subscriber::EnvFilter;
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn"));
+    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+}
+
+async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
+    let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    match cli.command {
+        Command::Dev { state_dir } => dev(config, registry, state_dir).await,
+        Command::Worker => {
+            let engine = Engine::connect(config, registry).await?;
+            serve(engine).await
+        }
+        Command::Migrate => {
+            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            store.migrate().await?;
+            println!("migrations applied");
+            Ok(())
+        }
+        Command::Start { workflow, input, idempotency_key, wait, timeout } => {
+            let input: serde_json::Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            let run = engine.start(&workflow, input, StartOptions { idempotency_key }).await?;
+            if !wait {
+                println!("{run}");
+                return Ok(());
+            }
+            let view = engine.wait(run, timeout).await?;
+            match view.status.as_str() {
+                "succeeded" => {
+                    println!("{}", serde_json::to_string_pretty(&view.output)?);
+                    Ok(())
+                }
+                other => bail!("run {run} {other}: {}", view.error.unwrap_or_default()),
+            }
+        }
+        Command::Status { run, json } => {
+            config.worker.database_connections = 2;
+            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            let view = store.run_view(run).await?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&view)?);
+            } else {
+                print_status(&view);
+            }
+            Ok(())
+        }
+        Command::Retry { run } => {
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            engine.retry(run).await?;
+            println!("run {run} resumed");
+            Ok(())
+        }
+        Command::Cancel { run } => {
+            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            if store.cancel(run).await? {
+                println!("run {run} cancelled");
+            } else {
+                println!("run {run} had already ended");
+            }
+            Ok(())
+        }
+        Command::Workflows => {
+            for wf in registry.iter() {
+                println!("{} v{}: {}", wf.name(), wf.version(), wf.step_names().join(" → "));
+            }
+            Ok(())
+        }
+        Command::DeadLetters { count } => {
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            for entry in engine.transport().dead_letters(count).await? {
+                let fields: Vec<String> = entry.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                println!("{} {}", entry.id, fields.join(" "));
+            }
+            Ok(())
+        }
+    }
+}
+
+fn print_status(view: &crate::store::RunView) {
+    println!("run       {}", view.run_id);
+    println!("workflow  {} v{}", view.workflow, view.version);
+    println!("status    {}", view.status);
+    println!("created   {}", view.created_at);
+    if let Some(f) = view.finished_at {
+        println!("finished  {f} ({} ms)", (f - view.created_at).num_milliseconds());
+    }
+    if let Some(e) = &view.error {
+        println!("error     {e}");
+    }
+    if let Some(o) = &view.output {
+        println!("output    {o}");
+    }
+    println!("\n{:<24} {:<10} {:>7} {:>10}  error", "step", "status", "attempt", "ms");
+    for s in &view.steps {
+        let ms = match (s.started_at, s.finished_at) {
+            (Some(a), Some(b)) => format!("{}", (b - a).num_milliseconds()),
+            _ => "-".into(),
+        };
+        println!("{:<24} {:<10} {:>7} {:>10}  {}", s.step, s.status, s.attempt, ms, s.error.as_deref().unwrap_or(""));
+    }
+    println!("\nevents");
+    for e in &view.events {
+        println!(
+            "  {} {:<15} {} {}",
+            e.at.format("%H:%M:%S%.3f"),
+            e.kind,
+            e.step.as_deref().unwrap_or(""),
+            e.detail.as_deref().unwrap_or("")
+        );
+    }
+}
+
+/// Runs a worker until SIGTERM or Ctrl-C.
+async fn serve(engine: Engine) -> anyhow::Result<()> {
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(s) => s,
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                return;
+            }
+        };
+        tokio::select! {
+            _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
+            _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
+        }
+        signal.cancel();
+    });
+    engine.run_worker(shutdown).await?;
+    Ok(())
+}
+
+async fn dev(mut config: Config, registry: Registry, state_dir: PathBuf) -> anyhow::Result<()> {
+    // Kept alive until the engine stops; dropping them stops the servers.
+    let mut _redis = None;
+    let mut _postgres = None;
+    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    let state_dir = state_dir.canonicalize()?;
+    if config.redis_url.is_none() {
+        let redis = LocalRedis::start(RedisOptions { dir: Some(state_dir.join("redis")), port: None, durable: true })
+            .await
+            .context("starting a private redis-server (or set REDIS_URL)")?;
+        config.redis_url = Some(redis.url());
+        _redis = Some(redis);
+    }
+    if config.database_url.is_none() {
+        let pg = LocalPostgres::start(PostgresOptions { data_dir: Some(state_dir.join("postgres")), port: None, durable: true })
+            .await
+            .context("starting a private PostgreSQL (or set DATABASE_URL)")?;
+        config.database_url = Some(pg.url());
+        _postgres = Some(pg);
+    }
+    eprintln!("tributary dev: state in {}", state_dir.display());
+    eprintln!("  REDIS_URL={}", config.redis_url.as_deref().unwrap_or_default());
+    eprintln!("  DATABASE_URL={}", crate::store::redact_url(config.database_url.as_deref().unwrap_or_default()));
+    eprintln!("  try: REDIS_URL=… DATABASE_URL=… tributary start hello --wait");
+    let engine = Engine::connect(config, registry).await?;
+    serve(engine).await
+}

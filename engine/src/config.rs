@@ -1,0 +1,304 @@
+//! Configuration: one typed tree, layered defaults → TOML file → environment → CLI flags, and
+//! validated once at start-up.
+//!
+//! Environment variables: `REDIS_URL`, `DATABASE_URL` (the standard names), and
+//! `TRIBUTARY_<SECTION>_<KEY>` for the rest, e.g. `TRIBUTARY_WORKER_CONCURRENCY=32`,
+//! `TRIBUTARY_WORKER_LEASE=30s`, `TRIBUTARY_RETENTION_KEEP=7d`. Durations take humantime
+//! strings (`250ms`, `30s`, `7d`). The file is named by `--config` or `TRIBUTARY_CONFIG`;
+//! `docs/configuration.md` lists every key.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+/// A configuration problem, reported before anything starts.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The file could not be read.
+    #[error("cannot read configuration file {path}: {source}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// The I/O error.
+        source: std::io::Error,
+    },
+    /// The file is not valid TOML for this tree.
+    #[error("invalid configuration file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message (names the key).
+        message: String,
+    },
+    /// An environment variable has an invalid value.
+    #[error("invalid value for {var}: {problem}")]
+    Env {
+        /// The variable.
+        var: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// A value is out of range or missing.
+    #[error("invalid configuration: {0}")]
+    Invalid(String),
+}
+
+/// The whole configuration. Every field documents its default.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct Config {
+    /// Redis, the delivery path: `redis://` or `rediss://` (TLS), with optional
+    /// `user:password@`. Default: none (`tributary dev` starts a private server).
+    pub redis_url: Option<String>,
+    /// PostgreSQL, the source of truth. Default: none (`tributary dev` starts a private server).
+    pub database_url: Option<String>,
+    /// Prefix of every Redis key; deployments sharing one Redis need different prefixes.
+    /// Default: `tributary`.
+    pub key_prefix: String,
+    /// How long start-up waits for Redis and PostgreSQL before giving up. Default: 10 s.
+    #[serde(with = "humantime_serde")]
+    pub connect_timeout: Duration,
+    /// Worker settings.
+    pub worker: WorkerConfig,
+    /// Retention of finished runs.
+    pub retention: RetentionConfig,
+}
+
+/// How a worker process consumes steps.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct WorkerConfig {
+    /// Steps run at once by one process; it reads only as many entries as it has free
+    /// slots. Default: 32.
+    pub concurrency: usize,
+    /// Lease of a step entry: a worker renews it every third of this while the step runs;
+    /// an entry idle longer is reclaimed by another worker. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub lease: Duration,
+    /// How often the due-time poller looks for retries and timers that are due. Default: 200 ms.
+    #[serde(with = "humantime_serde")]
+    pub poll_interval: Duration,
+    /// How long a blocking read waits for new entries. Default: 1 s.
+    #[serde(with = "humantime_serde")]
+    pub read_block: Duration,
+    /// How often the worker checks that Redis still holds its streams (a flush or a restart
+    /// without persistence is repaired from PostgreSQL). Default: 1 s.
+    #[serde(with = "humantime_serde")]
+    pub epoch_check: Duration,
+    /// On SIGTERM, how long in-flight steps may run on before they are cancelled and handed
+    /// back. Default: 30 s.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_grace: Duration,
+    /// PostgreSQL connections of one process. Default: 16.
+    pub database_connections: u32,
+}
+
+/// What is kept, and for how long.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Finished runs (with their checkpoints and events) are deleted this long after they
+    /// finish. Default: 7 days: the old stack kept results for 24 h, which lost the evidence of
+    /// Friday night's failures by Monday.
+    #[serde(with = "humantime_serde")]
+    pub keep: Duration,
+    /// How often retention and stream trimming run. Default: 60 s.
+    #[serde(with = "humantime_serde")]
+    pub interval: Duration,
+    /// Runs deleted per statement, so a large backlog never holds long locks. Default: 1000.
+    pub batch: i64,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Self {
+            redis_url: None,
+            database_url: None,
+            key_prefix: "tributary".into(),
+            connect_timeout: Duration::from_secs(10),
+            worker: WorkerConfig::default(),
+            retention: RetentionConfig::default(),
+        }
+    }
+}
+
+impl Default for WorkerConfig {
+    fn default() -> Self {
+        Self {
+            concurrency: 32,
+            lease: Duration::from_secs(30),
+            poll_interval: Duration::from_millis(200),
+            read_block: Duration::from_secs(1),
+            epoch_check: Duration::from_secs(1),
+            shutdown_grace: Duration::from_secs(30),
+            database_connections: 16,
+        }
+    }
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self { keep: Duration::from_secs(7 * 24 * 3600), interval: Duration::from_secs(60), batch: 1000 }
+    }
+}
+
+type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
+
+fn duration(v: &str) -> Result<Duration, String> {
+    humantime::parse_duration(v).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 7d)"))
+}
+
+fn number<T: std::str::FromStr>(v: &str) -> Result<T, String>
+where
+    T::Err: std::fmt::Display,
+{
+    v.parse().map_err(|e: T::Err| e.to_string())
+}
+
+/// Environment variables and the fields they set.
+const ENV: &[(&str, EnvSetter)] = &[
+    ("REDIS_URL", |c, v| Ok(c.redis_url = Some(v.to_owned()))),
+    ("DATABASE_URL", |c, v| Ok(c.database_url = Some(v.to_owned()))),
+    ("TRIBUTARY_KEY_PREFIX", |c, v| Ok(c.key_prefix = v.to_owned())),
+    ("TRIBUTARY_CONNECT_TIMEOUT", |c, v| Ok(c.connect_timeout = duration(v)?)),
+    ("TRIBUTARY_WORKER_CONCURRENCY", |c, v| Ok(c.worker.concurrency = number(v)?)),
+    ("TRIBUTARY_WORKER_LEASE", |c, v| Ok(c.worker.lease = duration(v)?)),
+    ("TRIBUTARY_WORKER_POLL_INTERVAL", |c, v| Ok(c.worker.poll_interval = duration(v)?)),
+    ("TRIBUTARY_WORKER_READ_BLOCK", |c, v| Ok(c.worker.read_block = duration(v)?)),
+    ("TRIBUTARY_WORKER_EPOCH_CHECK", |c, v| Ok(c.worker.epoch_check = duration(v)?)),
+    ("TRIBUTARY_WORKER_SHUTDOWN_GRACE", |c, v| Ok(c.worker.shutdown_grace = duration(v)?)),
+    ("TRIBUTARY_WORKER_DATABASE_CONNECTIONS", |c, v| Ok(c.worker.database_connections = number(v)?)),
+    ("TRIBUTARY_RETENTION_KEEP", |c, v| Ok(c.retention.keep = duration(v)?)),
+    ("TRIBUTARY_RETENTION_INTERVAL", |c, v| Ok(c.retention.interval = duration(v)?)),
+    ("TRIBUTARY_RETENTION_BATCH", |c, v| Ok(c.retention.batch = number(v)?)),
+];
+
+impl Config {
+    /// Loads defaults, then `file` (if any), then the environment, and validates the result.
+    ///
+    /// # Errors
+    /// The first problem found, naming the file, variable or key.
+    pub fn load(file: Option<&Path>) -> Result<Self, Error> {
+        Self::load_from(file, |name| std::env::var(name).ok())
+    }
+
+    /// [`Config::load`] with an explicit environment, for tests.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+        let mut config = match file {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
+                toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })?
+            }
+            None => Config::default(),
+        };
+        for (var, set) in ENV {
+            if let Some(value) = env(var).filter(|v| !v.is_empty()) {
+                set(&mut config, &value).map_err(|problem| Error::Env { var: (*var).to_owned(), problem })?;
+            }
+        }
+        config.validate()?;
+        Ok(config)
+    }
+
+    /// Checks ranges and URL schemes.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the key.
+    pub fn validate(&self) -> Result<(), Error> {
+        let invalid = |m: &str| Err(Error::Invalid(m.to_owned()));
+        if let Some(url) = &self.redis_url
+            && !(url.starts_with("redis://") || url.starts_with("rediss://"))
+        {
+            return invalid("redis-url must start with redis:// or rediss://");
+        }
+        if let Some(url) = &self.database_url
+            && !(url.starts_with("postgres://") || url.starts_with("postgresql://"))
+        {
+            return invalid("database-url must start with postgres:// or postgresql://");
+        }
+        if self.key_prefix.is_empty() || self.key_prefix.contains(char::is_whitespace) {
+            return invalid("key-prefix must be non-empty and without spaces");
+        }
+        if self.worker.concurrency == 0 || self.worker.concurrency > 10_000 {
+            return invalid("worker.concurrency must be between 1 and 10000");
+        }
+        if self.worker.lease < Duration::from_millis(300) {
+            return invalid("worker.lease must be at least 300ms");
+        }
+        if self.worker.read_block.is_zero() || self.worker.read_block >= self.worker.lease {
+            return invalid("worker.read-block must be positive and shorter than worker.lease");
+        }
+        if self.worker.poll_interval.is_zero() || self.worker.epoch_check.is_zero() || self.retention.interval.is_zero() {
+            return invalid("intervals must be positive");
+        }
+        if self.worker.database_connections < 2 {
+            return invalid("worker.database-connections must be at least 2");
+        }
+        if self.retention.batch < 1 {
+            return invalid("retention.batch must be at least 1");
+        }
+        Ok(())
+    }
+
+    /// The Redis URL.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when unset.
+    pub fn redis_url(&self) -> Result<&str, Error> {
+        self.redis_url.as_deref().ok_or_else(|| Error::Invalid("REDIS_URL is not set (or run `tributary dev`)".into()))
+    }
+
+    /// The PostgreSQL URL.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] when unset.
+    pub fn database_url(&self) -> Result<&str, Error> {
+        self.database_url.as_deref().ok_or_else(|| Error::Invalid("DATABASE_URL is not set (or run `tributary dev`)".into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
+        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+    }
+
+    #[test]
+    fn the_environment_overrides_the_file_and_defaults() {
+        let dir = std::env::temp_dir().join(format!("tributary-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "key-prefix = \"filed\"\n[worker]\nconcurrency = 4\nlease = \"10s\"\n").unwrap();
+        let c = Config::load_from(Some(&file), env(&[("TRIBUTARY_WORKER_CONCURRENCY", "8"), ("REDIS_URL", "redis://h:1")])).unwrap();
+        assert_eq!(c.key_prefix, "filed");
+        assert_eq!(c.worker.concurrency, 8);
+        assert_eq!(c.worker.lease, Duration::from_secs(10));
+        assert_eq!(c.redis_url.as_deref(), Some("redis://h:1"));
+        assert_eq!(c.retention.keep, Duration::from_secs(7 * 86400));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn bad_values_name_what_is_wrong() {
+        let e = Config::load_from(None, env(&[("TRIBUTARY_WORKER_LEASE", "soon")])).unwrap_err();
+        assert!(e.to_string().contains("TRIBUTARY_WORKER_LEASE"), "{e}");
+        let e = Config::load_from(None, env(&[("REDIS_URL", "http://x")])).unwrap_err();
+        assert!(e.to_string().contains("redis://"), "{e}");
+        let e = Config::load_from(None, env(&[("TRIBUTARY_WORKER_CONCURRENCY", "0")])).unwrap_err();
+        assert!(e.to_string().contains("concurrency"), "{e}");
+        let dir = std::env::temp_dir().join(format!("tributary-config-{}", uuid::Uuid::new_v4()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let file = dir.join("t.toml");
+        std::fs::write(&file, "[worker]\nconcurency = 4\n").unwrap();
+        let e = Config::load_from(Some(&file), env(&[])).unwrap_err();
+        assert!(e.to_string().contains("concurency"), "{e}");
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+}

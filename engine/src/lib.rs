@@ -1,0 +1,18 @@
+//! Tributary: a durable workflow engine.
+//!
+//! Workflows are typed step graphs ([`workflow`]). Their steps travel as entries of Redis
+//! Streams ([`transport`]) and each step's result is checkpointed in PostgreSQL ([`store`]),
+//! the source of truth. The [`runtime`] ties them together: it starts runs, executes steps,
+//! retries, reclaims and recovers. [`cli`] is the `tributary` command line.
+//!
+//! Strata, from the bottom: `ids`, `workflow` (no I/O) → `store`, `transport` (one backend
+//! each) → `runtime` → `cli`.
+
+pub mod cli;
+pub mod config;
+pub mod ids;
+pub mod store;
+pub mod runtime;
+pub mod transport;
+pub mod services;
+pub mod workflow;

@@ -1,0 +1,219 @@
+//! Background loops of every worker process: the due-time poller, the reclaimer, the epoch
+//! watchdog that rebuilds Redis from PostgreSQL, and housekeeping (retention, trimming).
+//! Each loop stops when its token is cancelled.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::worker::{Worker, dead_letter, publish};
+use crate::store::{Dispatch, Failure};
+use crate::workflow::StepRef;
+
+/// Due rows are pushed this far ahead while a poller publishes them; if the poller dies, they
+/// come due again after it.
+const DUE_LEASE: Duration = Duration::from_secs(30);
+/// Steps taken per poll, and re-published per page during a rebuild.
+const BATCH: i64 = 500;
+
+pub(crate) fn spawn_all(worker: Arc<Worker>, stop: CancellationToken, set: &mut JoinSet<()>) {
+    set.spawn(due_poller(worker.clone(), stop.clone()));
+    set.spawn(reclaimer(worker.clone(), stop.clone()));
+    set.spawn(watchdog(worker.clone(), stop.clone()));
+    set.spawn(housekeeping(worker, stop));
+}
+
+/// Sleeps for `period`, or returns `false` when stopped.
+async fn tick(stop: &CancellationToken, period: Duration) -> bool {
+    tokio::select! {
+        _ = stop.cancelled() => false,
+        _ = tokio::time::sleep(period) => true,
+    }
+}
+
+/// Moves due-time state (retry back-off, unpublished starts) onto the stream when due
+/// (Architecture Invariant 3: delayed work never waits in a pending list).
+async fn due_poller(worker: Arc<Worker>, stop: CancellationToken) {
+    let engine = &worker.engine;
+    let mut period = engine.config.worker.poll_interval;
+    while tick(&stop, period).await {
+        period = engine.config.worker.poll_interval;
+        let due = match engine.store.take_due(BATCH, DUE_LEASE).await {
+            Ok(due) => due,
+            Err(e) => {
+                tracing::warn!(error = %e, "due-time poll failed");
+                continue;
+            }
+        };
+        if due.is_empty() {
+            continue;
+        }
+        if engine.transport.publish(&due).await.is_ok() {
+            if let Err(e) = engine.store.mark_ready(&due).await {
+                tracing::warn!(error = %e, "marking due steps ready failed; they may be published twice");
+            }
+        }
+        if due.len() as i64 == BATCH {
+            period = Duration::ZERO; // more are due: poll again at once
+        }
+    }
+}
+
+/// Reclaims entries whose consumer stopped renewing them (crashed or stalled). The attempt is
+/// fenced in PostgreSQL first (Architecture Invariant 4): the step gets a new attempt number
+/// as due-time state, so the stalled consumer's late result is discarded.
+async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
+    let engine = &worker.engine;
+    let lease = engine.config.worker.lease;
+    while tick(&stop, lease / 2).await {
+        let entries = match engine.transport.reclaim(&worker.consumer, lease, 100).await {
+            Ok(entries) => entries,
+            Err(e) => {
+                tracing::warn!(error = %e, "reclaiming stalled entries failed");
+                continue;
+            }
+        };
+        for entry in entries {
+            let msg = match entry.message() {
+                Ok(m) => m,
+                Err(malformed) => {
+                    dead_letter(&worker, &entry, &malformed.to_string()).await;
+                    continue;
+                }
+            };
+            tracing::warn!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "reclaiming a stalled step");
+            let workflow = engine.registry.get(&msg.workflow).ok().cloned();
+            let loaded = engine.store.load(msg.run_id, &msg.step, &[]).await;
+            let fence = match (&workflow, &loaded) {
+                (Some(wf), Ok(Some(l)))
+                    if l.attempt == msg.attempt && matches!(l.step_status.as_deref(), Some("ready" | "waiting")) =>
+                {
+                    let index = match wf.resolve(&msg.step) {
+                        Some(StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i)) => i,
+                        None => {
+                            dead_letter(&worker, &entry, "reclaimed entry names an unknown step").await;
+                            continue;
+                        }
+                    };
+                    let used = msg.attempt.saturating_sub(l.attempt_base);
+                    let retry = used < wf.step(index).options.retry.max_attempts.get();
+                    Some((wf.clone(), Failure {
+                        run_id: msg.run_id,
+                        step: msg.step.clone(),
+                        attempt: msg.attempt,
+                        error: "lease expired: the worker running this attempt crashed or stalled".into(),
+                        retry_after: retry.then_some(Duration::ZERO),
+                        started_at: None,
+                        retry_event: "step_reclaimed",
+                    }))
+                }
+                _ => None,
+            };
+            match fence {
+                Some((wf, failure)) => match engine.store.fail(&wf, &failure).await {
+                    Ok(Some(dispatch)) => {
+                        publish(&worker, &dispatch).await;
+                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                    }
+                    Ok(None) => {
+                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                    }
+                    Err(e) => tracing::warn!(error = %e, "fencing a reclaimed step failed; it will be reclaimed again"),
+                },
+                // Checkpointed, stale, unknown: deliver it again through the normal path, which
+                // re-publishes successors or dead-letters as needed.
+                None => {
+                    if engine.transport.republish(std::slice::from_ref(&entry)).await.is_ok() {
+                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Watches the epoch marker. When Redis comes back empty (flush, failover, restart without
+/// persistence), one process takes the rebuild lock, recreates the group and re-publishes
+/// every ready step from PostgreSQL (Architecture Invariant 1), then sets a new epoch.
+async fn watchdog(worker: Arc<Worker>, stop: CancellationToken) {
+    let engine = &worker.engine;
+    let period = engine.config.worker.epoch_check;
+    let mut first = true;
+    loop {
+        if !first {
+            tokio::select! {
+                _ = stop.cancelled() => return,
+                _ = tokio::time::sleep(period) => {}
+                _ = worker.redis_lost.notified() => {}
+            }
+        }
+        first = false;
+        match engine.transport.epoch().await {
+            Ok(Some(_)) => continue,
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "epoch check failed");
+                continue;
+            }
+        }
+        match engine.transport.try_rebuild_lock(&worker.consumer, Duration::from_secs(60)).await {
+            Ok(true) => {}
+            Ok(false) => continue, // another process is rebuilding
+            Err(e) => {
+                tracing::warn!(error = %e, "taking the rebuild lock failed");
+                continue;
+            }
+        }
+        match rebuild(&worker).await {
+            Ok(count) => tracing::info!(republished = count, "rebuilt the step stream from PostgreSQL"),
+            Err(e) => tracing::error!(error = %e, "rebuilding the step stream failed; will try again"),
+        }
+        let _ = engine.transport.release_rebuild_lock().await;
+    }
+}
+
+async fn rebuild(worker: &Worker) -> Result<usize, super::Error> {
+    let engine = &worker.engine;
+    engine.transport.ensure_group().await?;
+    let mut after: Option<Dispatch> = None;
+    let mut count = 0;
+    loop {
+        let page = engine.store.ready_steps(after.as_ref(), BATCH).await?;
+        if page.is_empty() {
+            break;
+        }
+        engine.transport.publish(&page).await?;
+        count += page.len();
+        after = page.last().cloned();
+    }
+    engine.transport.set_epoch(&uuid::Uuid::new_v4().to_string()).await?;
+    Ok(count)
+}
+
+/// Retention of finished runs, trimming of acknowledged entries, and removal of consumers
+/// left by exited processes.
+async fn housekeeping(worker: Arc<Worker>, stop: CancellationToken) {
+    let engine = &worker.engine;
+    let retention = &engine.config.retention;
+    while tick(&stop, retention.interval).await {
+        // Bounded: at most 100 batches per round, so one round never runs away.
+        for _ in 0..100 {
+            match engine.store.delete_finished(retention.keep, retention.batch).await {
+                Ok(n) if n as i64 == retention.batch => continue,
+                Ok(_) => break,
+                Err(e) => {
+                    tracing::warn!(error = %e, "retention failed");
+                    break;
+                }
+            }
+        }
+        if let Err(e) = engine.transport.trim().await {
+            tracing::warn!(error = %e, "trimming the step stream failed");
+        }
+        if let Err(e) = engine.transport.remove_idle_consumers(Duration::from_secs(3600)).await {
+            tracing::warn!(error = %e, "removing idle consumers failed");
+        }
+    }
+}

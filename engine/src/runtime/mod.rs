@@ -1,0 +1,16 @@
+//! The runtime: starts runs, executes steps, retries, reclaims and recovers.
+//!
+//! [`Engine`] is the cheap-to-clone handle (client API and worker entry point). A worker
+//! process runs [`Engine::run_worker`], which spawns:
+//! - the consumer (`worker.rs`): reads entries for its free slots, executes steps, commits
+//!   checkpoints, publishes successors, then acknowledges;
+//! - the lease keeper (`worker.rs`): renews the entries of running steps and cancels steps of
+//!   cancelled runs;
+//! - the maintenance loops (`maintenance.rs`): due-time poller, reclaimer, epoch watchdog
+//!   (rebuilds Redis from PostgreSQL), retention and stream trimming.
+
+mod engine;
+mod maintenance;
+mod worker;
+
+pub use engine::{Engine, Error, StartOptions};

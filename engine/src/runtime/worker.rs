@@ -1,0 +1,481 @@
+//! The consumer: reads step entries for its free slots and executes them; and the lease
+//! keeper that renews running entries and cancels steps of cancelled runs.
+//!
+//! The order for one entry is fixed (Architecture Invariant 2): execute → commit the
+//! checkpoint (with the successors it readies) → publish the successors → acknowledge. A crash
+//! anywhere leaves the entry pending; it is reclaimed and delivered again, and a delivery of a
+//! checkpointed step only re-publishes its successors.
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use backon::{BackoffBuilder, ExponentialBuilder};
+use chrono::Utc;
+use serde_json::Value;
+use tokio::sync::Semaphore;
+use tokio::task::JoinSet;
+use tokio_util::sync::CancellationToken;
+
+use super::engine::{Engine, Error};
+use crate::ids::RunId;
+use crate::store::{Completed, Dispatch, Failure, Loaded, RunStatus};
+use crate::transport::{self, Entry, Message};
+use crate::workflow::{Source, StepContext, StepError, StepRef, Workflow};
+
+/// Entries this process is executing: entry id → (run, cancellation of the attempt).
+type InFlight = Arc<Mutex<HashMap<String, (RunId, CancellationToken)>>>;
+
+pub(crate) struct Worker {
+    pub(crate) engine: Engine,
+    pub(crate) consumer: String,
+    in_flight: InFlight,
+    /// Cancelled at the end of the shutdown grace: running steps see it.
+    hard_stop: CancellationToken,
+    /// Nudges the watchdog when a read finds the group missing.
+    pub(crate) redis_lost: tokio::sync::Notify,
+}
+
+/// A consumer name unique to this process start (Architecture Invariant 4): a restarted
+/// process never inherits the pending entries of its previous life by name; they are
+/// reclaimed, and fenced.
+fn consumer_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
+    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+}
+
+/// Backs off between retries of an operation that must eventually succeed (a checkpoint
+/// commit while PostgreSQL restarts, a publish while Redis restarts).
+pub(crate) fn patient_backoff() -> impl Iterator<Item = Duration> {
+    ExponentialBuilder::default()
+        .with_min_delay(Duration::from_millis(50))
+        .with_max_delay(Duration::from_secs(2))
+        .with_jitter()
+        .without_max_times()
+        .build()
+}
+
+pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(), Error> {
+    let consumer = consumer_name();
+    let reader = engine.transport.reader(&consumer, engine.config.worker.read_block).await?;
+    let worker = Arc::new(Worker {
+        engine: engine.clone(),
+        consumer,
+        in_flight: Arc::default(),
+        hard_stop: CancellationToken::new(),
+        redis_lost: tokio::sync::Notify::new(),
+    });
+    tracing::info!(consumer = %worker.consumer, concurrency = engine.config.worker.concurrency, "worker started");
+
+    let background = CancellationToken::new();
+    let mut loops = JoinSet::new();
+    loops.spawn(lease_keeper(worker.clone(), background.clone()));
+    super::maintenance::spawn_all(worker.clone(), background.clone(), &mut loops);
+
+    let slots = Arc::new(Semaphore::new(engine.config.worker.concurrency));
+    let mut steps = JoinSet::new();
+    let mut failures = patient_backoff();
+    while !shutdown.is_cancelled() {
+        let first = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+        };
+        let mut permits = vec![first];
+        while let Ok(p) = slots.clone().try_acquire_owned() {
+            permits.push(p);
+        }
+        // Not raced against shutdown: a read cut short could lose entries already delivered
+        // to this consumer; it returns within the block time anyway.
+        match reader.read(permits.len()).await {
+            Ok(entries) => {
+                failures = patient_backoff();
+                for entry in entries {
+                    let permit = permits.pop().expect("read at most one entry per free slot");
+                    if shutdown.is_cancelled() {
+                        hand_back(&worker, vec![entry]).await;
+                        continue;
+                    }
+                    let worker = worker.clone();
+                    steps.spawn(async move {
+                        handle(&worker, entry).await;
+                        drop(permit);
+                    });
+                }
+            }
+            Err(transport::Error::NoGroup { .. }) => {
+                tracing::warn!("consumer group missing: recreating it and asking for a rebuild from PostgreSQL");
+                worker.redis_lost.notify_one();
+                if let Err(e) = engine.transport.ensure_group().await {
+                    tracing::warn!(error = %e, "recreating the consumer group failed");
+                }
+            }
+            Err(e) => {
+                let delay = failures.next().unwrap_or(Duration::from_secs(2));
+                tracing::warn!(error = %e, ?delay, "reading the step stream failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+        }
+        // Reap finished step tasks so the set does not grow.
+        while steps.try_join_next().is_some() {}
+    }
+
+    tracing::info!(in_flight = steps.len(), grace = ?engine.config.worker.shutdown_grace, "worker draining");
+    let drained = tokio::time::timeout(engine.config.worker.shutdown_grace, async {
+        while steps.join_next().await.is_some() {}
+    })
+    .await;
+    if drained.is_err() {
+        // Past the grace: cancel the remaining steps, give them a moment to return, then stop
+        // them. Their entries were never acknowledged: hand them back for another worker.
+        worker.hard_stop.cancel();
+        let _ = tokio::time::timeout(Duration::from_secs(2), async { while steps.join_next().await.is_some() {} }).await;
+        steps.abort_all();
+        while steps.join_next().await.is_some() {}
+        let ids: Vec<String> = worker.in_flight.lock().expect("in-flight lock").keys().cloned().collect();
+        tracing::warn!(count = ids.len(), "handing back steps that did not finish within the shutdown grace");
+        hand_back_ids(&worker, ids).await;
+    }
+    background.cancel();
+    while loops.join_next().await.is_some() {}
+    reader.close().await;
+    tracing::info!(consumer = %worker.consumer, "worker stopped");
+    Ok(())
+}
+
+/// Returns entries this consumer will not execute to the stream, for another consumer.
+async fn hand_back(worker: &Worker, entries: Vec<Entry>) {
+    let ids: Vec<String> = entries.iter().map(|e| e.id.clone()).collect();
+    if let Err(e) = worker.engine.transport.republish(&entries).await {
+        tracing::warn!(error = %e, "hand-back failed; the entries will be reclaimed after their lease");
+        return;
+    }
+    let _ = worker.engine.transport.ack(&ids).await;
+}
+
+async fn hand_back_ids(worker: &Worker, ids: Vec<String>) {
+    // The ids' fields are needed to re-add them: claim them to ourselves to read them back.
+    let mut entries = Vec::new();
+    if let Ok(claimed) = worker.engine.transport.reclaim(&worker.consumer, Duration::ZERO, 1000).await {
+        entries.extend(claimed.into_iter().filter(|e| ids.contains(&e.id)));
+    }
+    hand_back(worker, entries).await;
+}
+
+/// Renews the lease of running entries every third of the lease, and cancels the attempts of
+/// runs that were cancelled meanwhile.
+async fn lease_keeper(worker: Arc<Worker>, stop: CancellationToken) {
+    let period = worker.engine.config.worker.lease / 3;
+    loop {
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+        }
+        let (ids, runs): (Vec<String>, Vec<RunId>) = {
+            let map = worker.in_flight.lock().expect("in-flight lock");
+            map.iter().map(|(id, (run, _))| (id.clone(), *run)).unzip()
+        };
+        if ids.is_empty() {
+            continue;
+        }
+        if let Err(e) = worker.engine.transport.renew(&worker.consumer, &ids).await {
+            tracing::warn!(error = %e, "lease renewal failed");
+        }
+        match worker.engine.store.run_statuses(&runs).await {
+            Ok(statuses) => {
+                let map = worker.in_flight.lock().expect("in-flight lock");
+                for (run, cancel) in map.values() {
+                    if statuses.get(run) == Some(&RunStatus::Cancelled) {
+                        cancel.cancel();
+                    }
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "checking for cancelled runs failed"),
+        }
+    }
+}
+
+/// Sends an entry to the dead-letter stream with a reason, then acknowledges it.
+pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, reason: &str) {
+    tracing::warn!(entry = %entry.id, reason, "dead-lettering a stream entry");
+    let mut backoff = patient_backoff().take(20);
+    loop {
+        match worker.engine.transport.dead_letter(&entry.id, &entry.fields, reason).await {
+            Ok(()) => break,
+            Err(e) => match backoff.next() {
+                Some(d) => {
+                    tracing::warn!(error = %e, "dead-lettering failed; retrying");
+                    tokio::time::sleep(d).await;
+                }
+                // Leave it pending: it will be reclaimed and dead-lettered again.
+                None => return,
+            },
+        }
+    }
+    ack(worker, &entry.id).await;
+}
+
+async fn ack(worker: &Worker, id: &str) {
+    if let Err(e) = worker.engine.transport.ack(&[id.to_owned()]).await {
+        // Harmless: the entry is reclaimed later and found checkpointed.
+        tracing::warn!(error = %e, entry = id, "acknowledgement failed");
+    }
+}
+
+/// Retries a store operation through transient errors (PostgreSQL restarting) until it
+/// succeeds, a permanent error occurs, or the worker is hard-stopped.
+async fn patiently<T, F, Fut>(worker: &Worker, what: &str, mut op: F) -> Option<T>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Result<T, crate::store::Error>>,
+{
+    let mut backoff = patient_backoff();
+    loop {
+        match op().await {
+            Ok(v) => return Some(v),
+            Err(e) if e.is_transient() && !worker.hard_stop.is_cancelled() => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+                tracing::warn!(error = %e, ?delay, "{what} failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "{what} failed; the entry stays pending and will be reclaimed");
+                return None;
+            }
+        }
+    }
+}
+
+/// Publishes steps until Redis takes them (it may be restarting).
+pub(crate) async fn publish(worker: &Worker, dispatch: &[Dispatch]) -> bool {
+    if dispatch.is_empty() {
+        return true;
+    }
+    let mut backoff = patient_backoff();
+    loop {
+        match worker.engine.transport.publish(dispatch).await {
+            Ok(_) => return true,
+            Err(e) if !worker.hard_stop.is_cancelled() => {
+                let delay = backoff.next().unwrap_or(Duration::from_secs(2));
+                tracing::warn!(error = %e, ?delay, "publishing successors failed; retrying");
+                tokio::time::sleep(delay).await;
+            }
+            Err(_) => return false,
+        }
+    }
+}
+
+/// The dependencies whose outputs a step needs, by stored name.
+fn dependency_names(workflow: &Workflow, step: StepRef) -> Vec<&str> {
+    match step {
+        StepRef::Graph(i) => workflow
+            .step(i)
+            .deps
+            .iter()
+            .filter_map(|d| match d {
+                Source::Step(d) => Some(workflow.step(*d).name.as_str()),
+                Source::Input => None,
+            })
+            .collect(),
+        StepRef::MapItem(..) | StepRef::Hook(_) => Vec::new(),
+    }
+}
+
+/// The steps to publish again when a checkpointed step is delivered again: its successors
+/// that are ready (the delivery may be the retry of a publish that never happened).
+async fn successors_to_republish(worker: &Worker, workflow: &Workflow, msg: &Message, step: StepRef) -> Vec<Dispatch> {
+    let index = match step {
+        StepRef::Graph(i) | StepRef::MapItem(i, _) => i,
+        StepRef::Hook(_) => return Vec::new(),
+    };
+    let mut names: Vec<String> = workflow.successors(index).iter().map(|&s| workflow.step(s).name.clone()).collect();
+    if let StepRef::MapItem(..) = step {
+        names = vec![workflow.step(index).name.clone()];
+    }
+    let store = worker.engine.store.clone();
+    let run = msg.run_id;
+    patiently(worker, "listing successors", || {
+        let names = names.clone();
+        let store = store.clone();
+        async move { store.ready_successors(run, &names).await }
+    })
+    .await
+    .unwrap_or_default()
+    .into_iter()
+    .map(|(step, attempt)| Dispatch { run_id: run, workflow: workflow.name().to_owned(), step, attempt })
+    .collect()
+}
+
+/// Handles one delivered entry from decoding to acknowledgement.
+async fn handle(worker: &Worker, entry: Entry) {
+    let msg = match entry.message() {
+        Ok(m) => m,
+        Err(malformed) => return dead_letter(worker, &entry, &malformed.to_string()).await,
+    };
+    let Ok(workflow) = worker.engine.registry.get(&msg.workflow).cloned() else {
+        return dead_letter(worker, &entry, &format!("unknown workflow {:?}", msg.workflow)).await;
+    };
+    let Some(step) = workflow.resolve(&msg.step) else {
+        return dead_letter(worker, &entry, &format!("workflow {:?} has no step {:?}", msg.workflow, msg.step)).await;
+    };
+    let deps = dependency_names(&workflow, step);
+    let store = worker.engine.store.clone();
+    let Some(loaded) = patiently(worker, "loading a step", || store.load(msg.run_id, &msg.step, &deps)).await else {
+        return;
+    };
+    let Some(loaded) = loaded else {
+        return dead_letter(worker, &entry, &format!("unknown run {}", msg.run_id)).await;
+    };
+    if loaded.workflow != msg.workflow {
+        return dead_letter(worker, &entry, &format!("run {} belongs to workflow {:?}", msg.run_id, loaded.workflow)).await;
+    }
+    match loaded.step_status.as_deref() {
+        None => return dead_letter(worker, &entry, &format!("run {} has no step {:?} ready", msg.run_id, msg.step)).await,
+        Some("completed") => {
+            // A duplicate delivery: the checkpoint stands; make sure the successors went out.
+            let again = successors_to_republish(worker, &workflow, &msg, step).await;
+            if publish(worker, &again).await {
+                ack(worker, &entry.id).await;
+            }
+            return;
+        }
+        Some("ready" | "waiting") if loaded.attempt == msg.attempt => {}
+        // A stale attempt, or a failed, cancelled or expanded step: nothing to do.
+        Some(_) => return ack(worker, &entry.id).await,
+    }
+    let is_hook = matches!(step, StepRef::Hook(_));
+    if loaded.run_status != RunStatus::Running && !is_hook {
+        return ack(worker, &entry.id).await;
+    }
+    execute(worker, &entry, &msg, &workflow, step, loaded).await;
+}
+
+async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workflow, step: StepRef, loaded: Loaded) {
+    let index = match step {
+        StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i) => i,
+    };
+    let def = workflow.step(index);
+    let values = match inputs(workflow, step, &loaded) {
+        Ok(v) => Some(v),
+        Err(problem) => {
+            tracing::error!(run = %msg.run_id, step = %msg.step, %problem, "step inputs are missing");
+            None
+        }
+    };
+    let cancel = worker.hard_stop.child_token();
+    worker.in_flight.lock().expect("in-flight lock").insert(entry.id.clone(), (msg.run_id, cancel.clone()));
+    let started_at = Utc::now();
+    let result = match values {
+        None => Err(StepError::fatal("step inputs are missing from the checkpoints")),
+        Some(values) if loaded.version != workflow.version() => {
+            drop(values);
+            Err(StepError::fatal(format!(
+                "run started with version {} of workflow {:?}; this engine runs version {}",
+                loaded.version,
+                workflow.name(),
+                workflow.version()
+            )))
+        }
+        Some(values) => {
+            let ctx = StepContext {
+                run_id: msg.run_id,
+                workflow: Arc::from(workflow.name()),
+                step: Arc::from(msg.step.as_str()),
+                attempt: msg.attempt,
+                item: match step {
+                    StepRef::MapItem(_, item) => Some(item),
+                    _ => None,
+                },
+                cancel: cancel.clone(),
+            };
+            let future = (def.function())(ctx, values);
+            // Spawned so that a panic in user code fails the attempt, not the worker.
+            let mut task = tokio::spawn(future);
+            match tokio::time::timeout(def.options.timeout, &mut task).await {
+                Ok(Ok(result)) => result,
+                Ok(Err(join)) if join.is_panic() => Err(StepError::retryable(format!("step panicked: {}", panic_message(join)))),
+                Ok(Err(_)) => Err(StepError::retryable("step was aborted")),
+                Err(_) => {
+                    task.abort();
+                    Err(StepError::retryable(format!("step timed out after {:?}", def.options.timeout)))
+                }
+            }
+        }
+    };
+    if worker.hard_stop.is_cancelled() {
+        // Shutting down past the grace: leave the entry pending for the hand-back.
+        return;
+    }
+    let store = worker.engine.store.clone();
+    let outcome = match result {
+        Ok(output) => {
+            let done = Completed { run_id: msg.run_id, step: msg.step.clone(), attempt: msg.attempt, output, started_at };
+            patiently(worker, "committing a checkpoint", || store.complete(workflow, &done)).await
+        }
+        Err(error) => {
+            let used = msg.attempt.saturating_sub(loaded.attempt_base);
+            let retry_after = (error.is_retryable() && used < def.options.retry.max_attempts.get())
+                .then(|| def.options.retry.delay_after(used));
+            tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, %error, retry = retry_after.is_some(), "step attempt failed");
+            let failure = Failure {
+                run_id: msg.run_id,
+                step: msg.step.clone(),
+                attempt: msg.attempt,
+                error: error.message().to_owned(),
+                retry_after,
+                started_at: Some(started_at),
+                retry_event: "step_retried",
+            };
+            let outcome = patiently(worker, "recording a failure", || store.fail(workflow, &failure)).await;
+            if retry_after.is_none() && matches!(outcome, Some(Some(_))) {
+                let reason = format!("step failed after {used} attempt(s): {}", error.message());
+                let _ = worker.engine.transport.dead_letter(&entry.id, &entry.fields, &reason).await;
+            }
+            outcome
+        }
+    };
+    worker.in_flight.lock().expect("in-flight lock").remove(&entry.id);
+    match outcome {
+        // Committed: publish what it readied, then acknowledge.
+        Some(Some(dispatch)) => {
+            if publish(worker, &dispatch).await {
+                ack(worker, &entry.id).await;
+            }
+        }
+        // Fenced: a newer attempt owns the step, or it is already checkpointed or cancelled.
+        Some(None) => {
+            tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
+            ack(worker, &entry.id).await;
+        }
+        // The store stayed unavailable: leave the entry pending, to be reclaimed.
+        None => {}
+    }
+}
+
+fn inputs(workflow: &Workflow, step: StepRef, loaded: &Loaded) -> Result<Vec<Value>, String> {
+    match step {
+        StepRef::Graph(i) => workflow
+            .step(i)
+            .deps
+            .iter()
+            .map(|d| match d {
+                Source::Input => Ok(loaded.run_input.clone()),
+                Source::Step(d) => {
+                    let name = &workflow.step(*d).name;
+                    loaded.deps.get(name).cloned().ok_or_else(|| format!("no checkpoint of dependency {name:?}"))
+                }
+            })
+            .collect(),
+        StepRef::MapItem(..) | StepRef::Hook(_) => {
+            loaded.step_input.clone().map(|v| vec![v]).ok_or_else(|| "no stored input".to_owned())
+        }
+    }
+}
+
+fn panic_message(join: tokio::task::JoinError) -> String {
+    let payload = join.into_panic();
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| (*s).to_owned())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "non-string panic payload".to_owned())
+}

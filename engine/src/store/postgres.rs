@@ -1,0 +1,1053 @@
+//! The sqlx implementation of the store.
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use chrono::{DateTime, Utc};
+use serde_json::Value;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{PgConnection, PgPool, Row};
+
+use super::error::{Error, QueryExt, redact_url};
+use crate::ids::{Attempt, RunId};
+use crate::workflow::{ON_FAILURE, ON_SUCCESS, RunOutcome, Source, StepRef, Workflow};
+
+/// The migrations under `migrations/`, compiled in.
+static MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("../migrations");
+
+/// A run to start.
+#[derive(Debug, Clone)]
+pub struct NewRun {
+    /// Its id (ignored when the idempotency key names an existing run).
+    pub run_id: RunId,
+    /// The workflow's name.
+    pub workflow: String,
+    /// The workflow's version.
+    pub version: u32,
+    /// The run's input.
+    pub input: Value,
+    /// Starting twice with the same key returns the first run.
+    pub idempotency_key: Option<String>,
+    /// The steps ready at start.
+    pub roots: Vec<String>,
+}
+
+/// The outcome of starting one run.
+#[derive(Debug, Clone)]
+pub struct StartedRun {
+    /// The run's id: new, or the existing run's for a used idempotency key.
+    pub run_id: RunId,
+    /// `false` when the idempotency key named an existing run.
+    pub created: bool,
+    /// The steps to publish.
+    pub dispatch: Vec<Dispatch>,
+}
+
+/// A step attempt to put on the stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Dispatch {
+    /// The run.
+    pub run_id: RunId,
+    /// The run's workflow.
+    pub workflow: String,
+    /// The step's stored name.
+    pub step: String,
+    /// The attempt the entry is for.
+    pub attempt: Attempt,
+}
+
+/// A run's status.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Steps are still to run.
+    Running,
+    /// Every step completed.
+    Succeeded,
+    /// A step failed for good.
+    Failed,
+    /// Cancelled by an operator.
+    Cancelled,
+}
+
+impl RunStatus {
+    fn parse(s: &str) -> Result<Self, Error> {
+        Ok(match s {
+            "running" => Self::Running,
+            "succeeded" => Self::Succeeded,
+            "failed" => Self::Failed,
+            "cancelled" => Self::Cancelled,
+            other => return Err(Error::Corrupt { what: "tributary_runs.status", problem: other.to_owned() }),
+        })
+    }
+
+    /// The status as stored.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Running => "running",
+            Self::Succeeded => "succeeded",
+            Self::Failed => "failed",
+            Self::Cancelled => "cancelled",
+        }
+    }
+
+    /// Whether the run has ended.
+    pub fn is_final(self) -> bool {
+        self != Self::Running
+    }
+}
+
+impl std::fmt::Display for RunStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// What a worker needs to execute a step, read in one query.
+#[derive(Debug, Clone)]
+pub struct Loaded {
+    /// The run's workflow.
+    pub workflow: String,
+    /// The version the run started with.
+    pub version: u32,
+    /// The run's status.
+    pub run_status: RunStatus,
+    /// The run's input.
+    pub run_input: Value,
+    /// The step row's status, when the row exists.
+    pub step_status: Option<String>,
+    /// The step's current attempt.
+    pub attempt: Attempt,
+    /// Attempts up to this number do not count against the retry policy.
+    pub attempt_base: Attempt,
+    /// The stored input of a map item or hook.
+    pub step_input: Option<Value>,
+    /// Completed outputs of the requested dependencies, by step name.
+    pub deps: HashMap<String, Value>,
+}
+
+/// A successful attempt to checkpoint.
+#[derive(Debug, Clone)]
+pub struct Completed {
+    /// The run.
+    pub run_id: RunId,
+    /// The step's stored name.
+    pub step: String,
+    /// The attempt that produced the output.
+    pub attempt: Attempt,
+    /// The step's output.
+    pub output: Value,
+    /// When the attempt started.
+    pub started_at: DateTime<Utc>,
+}
+
+/// A failed attempt to record.
+#[derive(Debug, Clone)]
+pub struct Failure {
+    /// The run.
+    pub run_id: RunId,
+    /// The step's stored name.
+    pub step: String,
+    /// The attempt that failed.
+    pub attempt: Attempt,
+    /// The error message.
+    pub error: String,
+    /// `Some(delay)`: retry after the delay; `None`: the step fails for good.
+    pub retry_after: Option<Duration>,
+    /// When the attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// The audit event kind for a retry (`step_retried` or `step_reclaimed`).
+    pub retry_event: &'static str,
+}
+
+/// One step as `tributary status` shows it.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct StepView {
+    /// Stored name.
+    pub step: String,
+    /// Status.
+    pub status: String,
+    /// Current attempt.
+    pub attempt: Attempt,
+    /// Last error.
+    pub error: Option<String>,
+    /// Output, once completed.
+    pub output: Option<Value>,
+    /// When it became ready.
+    pub ready_at: DateTime<Utc>,
+    /// When the checkpointed attempt started.
+    pub started_at: Option<DateTime<Utc>>,
+    /// When it finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// For a waiting step: when it is due.
+    pub due_at: Option<DateTime<Utc>>,
+}
+
+/// One audit event.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct EventRow {
+    /// Step, if the event concerns one.
+    pub step: Option<String>,
+    /// Attempt, if any.
+    pub attempt: Option<i32>,
+    /// `run_started`, `step_completed`, `step_retried`, `step_failed`, `run_succeeded`, …
+    pub kind: String,
+    /// Error message or other detail.
+    pub detail: Option<String>,
+    /// When.
+    pub at: DateTime<Utc>,
+}
+
+/// A run with its steps and events.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct RunView {
+    /// The run.
+    pub run_id: RunId,
+    /// Its workflow.
+    pub workflow: String,
+    /// Workflow version.
+    pub version: u32,
+    /// Status.
+    pub status: String,
+    /// Input.
+    pub input: Value,
+    /// Output, when succeeded.
+    pub output: Option<Value>,
+    /// Error, when failed.
+    pub error: Option<String>,
+    /// Created.
+    pub created_at: DateTime<Utc>,
+    /// Finished.
+    pub finished_at: Option<DateTime<Utc>>,
+    /// Steps in the order they became ready.
+    pub steps: Vec<StepView>,
+    /// The audit trail, oldest first.
+    pub events: Vec<EventRow>,
+}
+
+/// The PostgreSQL store. Cheap to clone (a pool handle).
+#[derive(Debug, Clone)]
+pub struct Store {
+    pool: PgPool,
+}
+
+impl Store {
+    /// Connects a pool to `url`, failing after `connect_timeout` with a clear error.
+    ///
+    /// # Errors
+    /// [`Error::InvalidUrl`] or [`Error::Connect`].
+    pub async fn connect(url: &str, max_connections: u32, connect_timeout: Duration) -> Result<Self, Error> {
+        let options: PgConnectOptions =
+            url.parse().map_err(|source| Error::InvalidUrl { url: redact_url(url), source })?;
+        let pool = PgPoolOptions::new()
+            .max_connections(max_connections)
+            .acquire_timeout(connect_timeout)
+            .connect_with(options)
+            .await
+            .map_err(|source| Error::Connect { url: redact_url(url), source })?;
+        Ok(Self { pool })
+    }
+
+    /// Applies pending migrations.
+    ///
+    /// # Errors
+    /// [`Error::Migrate`].
+    pub async fn migrate(&self) -> Result<(), Error> {
+        MIGRATOR.run(&self.pool).await?;
+        Ok(())
+    }
+
+    /// The pool, for tests and tools.
+    pub fn pool(&self) -> &PgPool {
+        &self.pool
+    }
+
+    /// Records runs and their root steps in one transaction. Root steps start as `waiting`, due
+    /// after `handoff_grace`: the caller publishes them and calls [`Store::mark_ready`]; if it
+    /// dies first, the due-time poller publishes them once the grace has passed.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn start_runs(&self, runs: &[NewRun], handoff_grace: Duration) -> Result<Vec<StartedRun>, Error> {
+        let mut tx = self.pool.begin().await.op("begin start")?;
+        let mut started = Vec::with_capacity(runs.len());
+        for run in runs {
+            let inserted = sqlx::query(
+                "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key)
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING run_id",
+            )
+            .bind(run.run_id.0)
+            .bind(&run.workflow)
+            .bind(run.version as i32)
+            .bind(&run.input)
+            .bind(&run.idempotency_key)
+            .fetch_optional(&mut *tx)
+            .await
+            .op("insert run")?;
+            if inserted.is_none() {
+                let existing: uuid::Uuid = sqlx::query_scalar(
+                    "SELECT run_id FROM tributary_runs WHERE workflow = $1 AND idempotency_key = $2",
+                )
+                .bind(&run.workflow)
+                .bind(&run.idempotency_key)
+                .fetch_one(&mut *tx)
+                .await
+                .op("find run by idempotency key")?;
+                started.push(StartedRun { run_id: RunId(existing), created: false, dispatch: Vec::new() });
+                continue;
+            }
+            sqlx::query(
+                "INSERT INTO tributary_steps (run_id, step, status, due_at)
+                 SELECT $1, unnest($2::text[]), 'waiting', now() + $3::interval",
+            )
+            .bind(run.run_id.0)
+            .bind(&run.roots)
+            .bind(interval(handoff_grace))
+            .execute(&mut *tx)
+            .await
+            .op("insert root steps")?;
+            event(&mut tx, run.run_id, None, None, "run_started", None).await?;
+            let dispatch = run
+                .roots
+                .iter()
+                .map(|step| Dispatch { run_id: run.run_id, workflow: run.workflow.clone(), step: step.clone(), attempt: 1 })
+                .collect();
+            started.push(StartedRun { run_id: run.run_id, created: true, dispatch });
+        }
+        tx.commit().await.op("commit start")?;
+        Ok(started)
+    }
+
+    /// Marks published `waiting` steps as `ready` (on the stream). Steps whose attempt moved on
+    /// are left alone.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn mark_ready(&self, dispatched: &[Dispatch]) -> Result<(), Error> {
+        if dispatched.is_empty() {
+            return Ok(());
+        }
+        let (runs, steps, attempts) = columns(dispatched);
+        sqlx::query(
+            "UPDATE tributary_steps s SET status = 'ready', due_at = NULL, ready_at = now()
+             FROM unnest($1::uuid[], $2::text[], $3::int[]) AS d(run_id, step, attempt)
+             WHERE s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt AND s.status = 'waiting'",
+        )
+        .bind(runs)
+        .bind(steps)
+        .bind(attempts)
+        .execute(&self.pool)
+        .await
+        .op("mark steps ready")?;
+        Ok(())
+    }
+
+    /// Takes up to `limit` waiting steps whose due time has passed and pushes their due time
+    /// `lease` ahead, so that no other poller takes them meanwhile. The caller publishes them
+    /// and calls [`Store::mark_ready`]; if it dies first, they come due again after `lease`.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn take_due(&self, limit: i64, lease: Duration) -> Result<Vec<Dispatch>, Error> {
+        let rows = sqlx::query(
+            "WITH due AS (
+                 SELECT s.run_id, s.step FROM tributary_steps s
+                 WHERE s.status = 'waiting' AND s.due_at <= now()
+                 ORDER BY s.due_at LIMIT $1 FOR UPDATE SKIP LOCKED)
+             UPDATE tributary_steps s SET due_at = now() + $2::interval
+             FROM due, tributary_runs r
+             WHERE s.run_id = due.run_id AND s.step = due.step AND r.run_id = s.run_id
+             RETURNING s.run_id, r.workflow, s.step, s.attempt",
+        )
+        .bind(limit)
+        .bind(interval(lease))
+        .fetch_all(&self.pool)
+        .await
+        .op("take due steps")?;
+        rows.iter().map(dispatch_row).collect()
+    }
+
+    /// Pages through the `ready` steps of live runs (and hooks of finished ones), for
+    /// re-publishing after Redis lost its streams. Keyset pagination: pass the last returned
+    /// dispatch as `after`.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn ready_steps(&self, after: Option<&Dispatch>, limit: i64) -> Result<Vec<Dispatch>, Error> {
+        let (run, step) = match after {
+            Some(d) => (d.run_id.0, d.step.clone()),
+            None => (uuid::Uuid::nil(), String::new()),
+        };
+        let rows = sqlx::query(
+            "SELECT s.run_id, r.workflow, s.step, s.attempt FROM tributary_steps s
+             JOIN tributary_runs r ON r.run_id = s.run_id
+             WHERE s.status = 'ready' AND (r.status = 'running' OR s.step IN ($4, $5))
+               AND (s.run_id, s.step) > ($1, $2)
+             ORDER BY s.run_id, s.step LIMIT $3",
+        )
+        .bind(run)
+        .bind(step)
+        .bind(limit)
+        .bind(ON_SUCCESS)
+        .bind(ON_FAILURE)
+        .fetch_all(&self.pool)
+        .await
+        .op("list ready steps")?;
+        rows.iter().map(dispatch_row).collect()
+    }
+
+    /// Reads the run, the step row and the completed outputs of `deps` in one query.
+    /// `None` when the run does not exist.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn load(&self, run_id: RunId, step: &str, deps: &[&str]) -> Result<Option<Loaded>, Error> {
+        let row = sqlx::query(
+            "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
+                    s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input,
+                    (SELECT coalesce(jsonb_object_agg(d.step, d.output), '{}'::jsonb) FROM tributary_steps d
+                      WHERE d.run_id = r.run_id AND d.step = ANY($3) AND d.status = 'completed') AS deps
+             FROM tributary_runs r
+             LEFT JOIN tributary_steps s ON s.run_id = r.run_id AND s.step = $2
+             WHERE r.run_id = $1",
+        )
+        .bind(run_id.0)
+        .bind(step)
+        .bind(deps)
+        .fetch_optional(&self.pool)
+        .await
+        .op("load step")?;
+        let Some(row) = row else { return Ok(None) };
+        let deps: Value = row.try_get("deps").op("load step")?;
+        let deps = match deps {
+            Value::Object(map) => map.into_iter().collect(),
+            _ => HashMap::new(),
+        };
+        Ok(Some(Loaded {
+            workflow: row.try_get("workflow").op("load step")?,
+            version: row.try_get::<i32, _>("version").op("load step")? as u32,
+            run_status: RunStatus::parse(row.try_get("run_status").op("load step")?)?,
+            run_input: row.try_get("run_input").op("load step")?,
+            step_status: row.try_get("step_status").op("load step")?,
+            attempt: row.try_get::<Option<i32>, _>("attempt").op("load step")?.unwrap_or(0) as Attempt,
+            attempt_base: row.try_get::<Option<i32>, _>("attempt_base").op("load step")?.unwrap_or(0) as Attempt,
+            step_input: row.try_get("step_input").op("load step")?,
+            deps,
+        }))
+    }
+
+    /// Commits a step's checkpoint and, in the same transaction, readies its successors (or
+    /// finishes the run). Returns the steps to publish, or `None` when the attempt was fenced:
+    /// the step was already checkpointed, moved to a newer attempt, or was cancelled.
+    ///
+    /// # Errors
+    /// A query error; nothing is committed then.
+    pub async fn complete(&self, workflow: &Workflow, done: &Completed) -> Result<Option<Vec<Dispatch>>, Error> {
+        let mut tx = self.pool.begin().await.op("begin checkpoint")?;
+        let run_status = lock_run(&mut tx, done.run_id).await?;
+        let updated = sqlx::query(
+            "UPDATE tributary_steps SET status = 'completed', output = $4, error = NULL, due_at = NULL,
+                    started_at = $5, finished_at = now()
+             WHERE run_id = $1 AND step = $2 AND attempt = $3 AND status IN ('waiting', 'ready')",
+        )
+        .bind(done.run_id.0)
+        .bind(&done.step)
+        .bind(done.attempt as i32)
+        .bind(&done.output)
+        .bind(done.started_at)
+        .execute(&mut *tx)
+        .await
+        .op("commit checkpoint")?;
+        if updated.rows_affected() == 0 {
+            return Ok(None);
+        }
+        event(&mut tx, done.run_id, Some(&done.step), Some(done.attempt), "step_completed", None).await?;
+        let mut dispatch = Vec::new();
+        if run_status == Some(RunStatus::Running) {
+            if let Some(step) = workflow.resolve(&done.step) {
+                advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?;
+            }
+        }
+        tx.commit().await.op("commit checkpoint")?;
+        Ok(Some(dispatch))
+    }
+
+    /// Records a failed attempt: a retry as due-time state, or the step's (and run's) failure.
+    /// Returns the steps to publish (a failure hook), or `None` when the attempt was fenced.
+    ///
+    /// # Errors
+    /// A query error; nothing is committed then.
+    pub async fn fail(&self, workflow: &Workflow, failure: &Failure) -> Result<Option<Vec<Dispatch>>, Error> {
+        let mut tx = self.pool.begin().await.op("begin failure")?;
+        let run_status = lock_run(&mut tx, failure.run_id).await?;
+        let mut dispatch = Vec::new();
+        if let Some(delay) = failure.retry_after {
+            let updated = sqlx::query(
+                "UPDATE tributary_steps SET status = 'waiting', attempt = attempt + 1, error = $4,
+                        due_at = now() + $5::interval
+                 WHERE run_id = $1 AND step = $2 AND attempt = $3 AND status IN ('waiting', 'ready')",
+            )
+            .bind(failure.run_id.0)
+            .bind(&failure.step)
+            .bind(failure.attempt as i32)
+            .bind(&failure.error)
+            .bind(interval(delay))
+            .execute(&mut *tx)
+            .await
+            .op("schedule retry")?;
+            if updated.rows_affected() == 0 {
+                return Ok(None);
+            }
+            let detail = format!("{} (next attempt in {:.1}s)", failure.error, delay.as_secs_f64());
+            event(&mut tx, failure.run_id, Some(&failure.step), Some(failure.attempt), failure.retry_event, Some(&detail))
+                .await?;
+        } else {
+            let updated = sqlx::query(
+                "UPDATE tributary_steps SET status = 'failed', error = $4, due_at = NULL,
+                        started_at = coalesce($5, started_at), finished_at = now()
+                 WHERE run_id = $1 AND step = $2 AND attempt = $3 AND status IN ('waiting', 'ready')",
+            )
+            .bind(failure.run_id.0)
+            .bind(&failure.step)
+            .bind(failure.attempt as i32)
+            .bind(&failure.error)
+            .bind(failure.started_at)
+            .execute(&mut *tx)
+            .await
+            .op("record step failure")?;
+            if updated.rows_affected() == 0 {
+                return Ok(None);
+            }
+            event(&mut tx, failure.run_id, Some(&failure.step), Some(failure.attempt), "step_failed", Some(&failure.error))
+                .await?;
+            let is_hook = matches!(workflow.resolve(&failure.step), Some(StepRef::Hook(_)));
+            if run_status == Some(RunStatus::Running) && !is_hook {
+                let error = format!("step {} failed: {}", failure.step, failure.error);
+                finish_run(&mut tx, workflow, failure.run_id, RunStatus::Failed, None, Some(error), &mut dispatch).await?;
+            }
+        }
+        tx.commit().await.op("commit failure")?;
+        Ok(Some(dispatch))
+    }
+
+    /// Cancels a running run: its run row and every step not yet finished. Returns `false`
+    /// when the run had already ended.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`] or a query error.
+    pub async fn cancel(&self, run_id: RunId) -> Result<bool, Error> {
+        let mut tx = self.pool.begin().await.op("begin cancel")?;
+        let status = lock_run(&mut tx, run_id).await?.ok_or(Error::UnknownRun(run_id))?;
+        if status != RunStatus::Running {
+            return Ok(false);
+        }
+        sqlx::query(
+            "UPDATE tributary_runs SET status = 'cancelled', finished_at = now(), updated_at = now() WHERE run_id = $1",
+        )
+        .bind(run_id.0)
+        .execute(&mut *tx)
+        .await
+        .op("cancel run")?;
+        sqlx::query(
+            "UPDATE tributary_steps SET status = 'cancelled', due_at = NULL, finished_at = now()
+             WHERE run_id = $1 AND status IN ('waiting', 'ready')",
+        )
+        .bind(run_id.0)
+        .execute(&mut *tx)
+        .await
+        .op("cancel steps")?;
+        event(&mut tx, run_id, None, None, "run_cancelled", None).await?;
+        tx.commit().await.op("commit cancel")?;
+        Ok(true)
+    }
+
+    /// Resumes a failed or cancelled run: its failed and cancelled steps get a fresh attempt
+    /// budget and come due now; completed steps keep their checkpoints, and steps that their
+    /// completion should have readied while the run was stopped are readied.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`], [`Error::InvalidState`] for a running or succeeded run, or a
+    /// query error.
+    pub async fn retry(&self, workflow: &Workflow, run_id: RunId) -> Result<(), Error> {
+        let mut tx = self.pool.begin().await.op("begin retry")?;
+        let status = lock_run(&mut tx, run_id).await?.ok_or(Error::UnknownRun(run_id))?;
+        if !matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
+            return Err(Error::InvalidState { run: run_id, status: status.to_string(), what: "only a failed or cancelled run can be retried" });
+        }
+        sqlx::query(
+            "UPDATE tributary_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = now()
+             WHERE run_id = $1",
+        )
+        .bind(run_id.0)
+        .execute(&mut *tx)
+        .await
+        .op("resume run")?;
+        sqlx::query(
+            "UPDATE tributary_steps SET status = 'waiting', attempt = attempt + 1, attempt_base = attempt,
+                    error = NULL, due_at = now(), finished_at = NULL
+             WHERE run_id = $1 AND status IN ('failed', 'cancelled') AND step NOT IN ($2, $3)",
+        )
+        .bind(run_id.0)
+        .bind(ON_SUCCESS)
+        .bind(ON_FAILURE)
+        .execute(&mut *tx)
+        .await
+        .op("reschedule failed steps")?;
+        // Completions that arrived while the run was stopped readied nothing: catch up.
+        let completed: Vec<String> = sqlx::query_scalar(
+            "SELECT step FROM tributary_steps WHERE run_id = $1 AND status = 'completed' AND parent IS NULL",
+        )
+        .bind(run_id.0)
+        .fetch_all(&mut *tx)
+        .await
+        .op("list completed steps")?;
+        let mut dispatch = Vec::new();
+        for step in completed {
+            if let Some(step @ StepRef::Graph(_)) = workflow.resolve(&step) {
+                advance(&mut tx, workflow, run_id, step, &mut dispatch).await?;
+            }
+        }
+        // Whatever was readied is published by the due-time poller.
+        let (runs, steps, attempts) = columns(&dispatch);
+        sqlx::query(
+            "UPDATE tributary_steps s SET status = 'waiting', due_at = now()
+             FROM unnest($1::uuid[], $2::text[], $3::int[]) AS d(run_id, step, attempt)
+             WHERE s.run_id = d.run_id AND s.step = d.step AND s.status = 'ready'",
+        )
+        .bind(runs)
+        .bind(steps)
+        .bind(attempts)
+        .execute(&mut *tx)
+        .await
+        .op("hand readied steps to the poller")?;
+        event(&mut tx, run_id, None, None, "run_retried", None).await?;
+        tx.commit().await.op("commit retry")?;
+        Ok(())
+    }
+
+    /// The run with its steps and audit trail.
+    ///
+    /// # Errors
+    /// [`Error::UnknownRun`] or a query error.
+    pub async fn run_view(&self, run_id: RunId) -> Result<RunView, Error> {
+        let run = sqlx::query(
+            "SELECT workflow, version, status, input, output, error, created_at, finished_at
+             FROM tributary_runs WHERE run_id = $1",
+        )
+        .bind(run_id.0)
+        .fetch_optional(&self.pool)
+        .await
+        .op("read run")?
+        .ok_or(Error::UnknownRun(run_id))?;
+        let steps = sqlx::query(
+            "SELECT step, status, attempt, error, output, ready_at, started_at, finished_at, due_at
+             FROM tributary_steps WHERE run_id = $1 ORDER BY ready_at, parent NULLS FIRST, item_index, step",
+        )
+        .bind(run_id.0)
+        .fetch_all(&self.pool)
+        .await
+        .op("read steps")?;
+        let events = sqlx::query(
+            "SELECT step, attempt, kind, detail, at FROM tributary_events WHERE run_id = $1 ORDER BY id",
+        )
+        .bind(run_id.0)
+        .fetch_all(&self.pool)
+        .await
+        .op("read events")?;
+        let steps = steps
+            .iter()
+            .map(|r| {
+                Ok(StepView {
+                    step: r.try_get("step")?,
+                    status: r.try_get("status")?,
+                    attempt: r.try_get::<i32, _>("attempt")? as Attempt,
+                    error: r.try_get("error")?,
+                    output: r.try_get("output")?,
+                    ready_at: r.try_get("ready_at")?,
+                    started_at: r.try_get("started_at")?,
+                    finished_at: r.try_get("finished_at")?,
+                    due_at: r.try_get("due_at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .op("read steps")?;
+        let events = events
+            .iter()
+            .map(|r| {
+                Ok(EventRow {
+                    step: r.try_get("step")?,
+                    attempt: r.try_get("attempt")?,
+                    kind: r.try_get("kind")?,
+                    detail: r.try_get("detail")?,
+                    at: r.try_get("at")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .op("read events")?;
+        Ok(RunView {
+            run_id,
+            workflow: run.try_get("workflow").op("read run")?,
+            version: run.try_get::<i32, _>("version").op("read run")? as u32,
+            status: run.try_get("status").op("read run")?,
+            input: run.try_get("input").op("read run")?,
+            output: run.try_get("output").op("read run")?,
+            error: run.try_get("error").op("read run")?,
+            created_at: run.try_get("created_at").op("read run")?,
+            finished_at: run.try_get("finished_at").op("read run")?,
+            steps,
+            events,
+        })
+    }
+
+    /// The statuses of these runs, for cancellation checks and waiting clients.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn run_statuses(&self, runs: &[RunId]) -> Result<HashMap<RunId, RunStatus>, Error> {
+        let ids: Vec<uuid::Uuid> = runs.iter().map(|r| r.0).collect();
+        let rows = sqlx::query("SELECT run_id, status FROM tributary_runs WHERE run_id = ANY($1)")
+            .bind(ids)
+            .fetch_all(&self.pool)
+            .await
+            .op("read run statuses")?;
+        rows.iter()
+            .map(|r| {
+                let id: uuid::Uuid = r.try_get("run_id").op("read run statuses")?;
+                let status: &str = r.try_get("status").op("read run statuses")?;
+                Ok((RunId(id), RunStatus::parse(status)?))
+            })
+            .collect()
+    }
+
+    /// Deletes up to `batch` runs that finished before `older_than` ago, with their steps and
+    /// events. Returns how many were deleted.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn delete_finished(&self, older_than: Duration, batch: i64) -> Result<u64, Error> {
+        let done = sqlx::query(
+            "DELETE FROM tributary_runs WHERE run_id IN (
+                 SELECT run_id FROM tributary_runs WHERE finished_at < now() - $1::interval
+                 ORDER BY finished_at LIMIT $2)",
+        )
+        .bind(interval(older_than))
+        .bind(batch)
+        .execute(&self.pool)
+        .await
+        .op("delete finished runs")?;
+        Ok(done.rows_affected())
+    }
+}
+
+fn interval(d: Duration) -> String {
+    format!("{} microseconds", d.as_micros())
+}
+
+fn columns(dispatch: &[Dispatch]) -> (Vec<uuid::Uuid>, Vec<String>, Vec<i32>) {
+    (
+        dispatch.iter().map(|d| d.run_id.0).collect(),
+        dispatch.iter().map(|d| d.step.clone()).collect(),
+        dispatch.iter().map(|d| d.attempt as i32).collect(),
+    )
+}
+
+fn dispatch_row(row: &sqlx::postgres::PgRow) -> Result<Dispatch, Error> {
+    Ok(Dispatch {
+        run_id: RunId(row.try_get("run_id").op("read dispatch")?),
+        workflow: row.try_get("workflow").op("read dispatch")?,
+        step: row.try_get("step").op("read dispatch")?,
+        attempt: row.try_get::<i32, _>("attempt").op("read dispatch")? as Attempt,
+    })
+}
+
+/// Locks the run row for the rest of the transaction. Every transaction that changes a run's
+/// steps takes this lock first, so concurrent completions of a fan-in's dependencies see each
+/// other and exactly one of them readies the fan-in step.
+async fn lock_run(tx: &mut PgConnection, run_id: RunId) -> Result<Option<RunStatus>, Error> {
+    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tributary_runs WHERE run_id = $1 FOR UPDATE")
+        .bind(run_id.0)
+        .fetch_optional(&mut *tx)
+        .await
+        .op("lock run")?;
+    status.as_deref().map(RunStatus::parse).transpose()
+}
+
+async fn event(
+    tx: &mut PgConnection,
+    run_id: RunId,
+    step: Option<&str>,
+    attempt: Option<Attempt>,
+    kind: &str,
+    detail: Option<&str>,
+) -> Result<(), Error> {
+    sqlx::query("INSERT INTO tributary_events (run_id, step, attempt, kind, detail) VALUES ($1, $2, $3, $4, $5)")
+        .bind(run_id.0)
+        .bind(step)
+        .bind(attempt.map(|a| a as i32))
+        .bind(kind)
+        .bind(detail)
+        .execute(&mut *tx)
+        .await
+        .op("record event")?;
+    Ok(())
+}
+
+/// After `done` completed: readies the successors whose dependencies have all completed,
+/// joins a map step whose items are all done, and finishes the run when every step is done.
+async fn advance(
+    tx: &mut PgConnection,
+    workflow: &Workflow,
+    run_id: RunId,
+    done: StepRef,
+    dispatch: &mut Vec<Dispatch>,
+) -> Result<(), Error> {
+    // Iterative, not recursive: a join or an empty map can complete further steps.
+    let mut completed = vec![done];
+    while let Some(done) = completed.pop() {
+        let index = match done {
+            StepRef::Hook(_) => continue,
+            StepRef::MapItem(map, _) => {
+                if !join_map(tx, workflow, run_id, map).await? {
+                    continue;
+                }
+                map
+            }
+            StepRef::Graph(index) => index,
+        };
+        let around = workflow.names_around(index);
+        let rows: Vec<(String, String)> =
+            sqlx::query_as("SELECT step, status FROM tributary_steps WHERE run_id = $1 AND step = ANY($2)")
+                .bind(run_id.0)
+                .bind(&around)
+                .fetch_all(&mut *tx)
+                .await
+                .op("read successor state")?;
+        let status: HashMap<&str, &str> = rows.iter().map(|(s, st)| (s.as_str(), st.as_str())).collect();
+        for &next in workflow.successors(index) {
+            let def = workflow.step(next);
+            if status.contains_key(def.name.as_str()) {
+                continue; // already readied by an earlier completion
+            }
+            let all_done = def.deps.iter().all(|d| match d {
+                Source::Input => true,
+                Source::Step(d) => status.get(workflow.step(*d).name.as_str()) == Some(&"completed"),
+            });
+            if !all_done {
+                continue;
+            }
+            if def.is_map() {
+                if expand_map(tx, workflow, run_id, next, dispatch).await? {
+                    completed.push(StepRef::Graph(next));
+                }
+            } else {
+                sqlx::query(
+                    "INSERT INTO tributary_steps (run_id, step, status) VALUES ($1, $2, 'ready') ON CONFLICT DO NOTHING",
+                )
+                .bind(run_id.0)
+                .bind(&def.name)
+                .execute(&mut *tx)
+                .await
+                .op("ready step")?;
+                dispatch.push(Dispatch { run_id, workflow: workflow.name().to_owned(), step: def.name.clone(), attempt: 1 });
+            }
+        }
+        if workflow.successors(index).is_empty() {
+            finish_if_done(tx, workflow, run_id, dispatch).await?;
+        }
+    }
+    Ok(())
+}
+
+/// Creates one child row per item of the map step's list. Returns `true` when the list was
+/// empty and the map step completed at once.
+async fn expand_map(
+    tx: &mut PgConnection,
+    workflow: &Workflow,
+    run_id: RunId,
+    map: usize,
+    dispatch: &mut Vec<Dispatch>,
+) -> Result<bool, Error> {
+    let def = workflow.step(map);
+    let Some(Source::Step(source)) = def.deps.first().copied() else {
+        return Err(Error::Corrupt { what: "map step", problem: format!("{} has no source step", def.name) });
+    };
+    let list: Value = sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
+        .bind(run_id.0)
+        .bind(&workflow.step(source).name)
+        .fetch_one(&mut *tx)
+        .await
+        .op("read map list")?;
+    let items = match list {
+        Value::Array(items) => items,
+        other => {
+            return Err(Error::Corrupt {
+                what: "map step input",
+                problem: format!("{} expected a list from {}, got {other}", def.name, workflow.step(source).name),
+            });
+        }
+    };
+    if items.is_empty() {
+        sqlx::query(
+            "INSERT INTO tributary_steps (run_id, step, status, output, started_at, finished_at)
+             VALUES ($1, $2, 'completed', '[]'::jsonb, now(), now()) ON CONFLICT DO NOTHING",
+        )
+        .bind(run_id.0)
+        .bind(&def.name)
+        .execute(&mut *tx)
+        .await
+        .op("complete empty map")?;
+        return Ok(true);
+    }
+    sqlx::query("INSERT INTO tributary_steps (run_id, step, status) VALUES ($1, $2, 'expanded') ON CONFLICT DO NOTHING")
+        .bind(run_id.0)
+        .bind(&def.name)
+        .execute(&mut *tx)
+        .await
+        .op("expand map")?;
+    let names: Vec<String> = (0..items.len()).map(|i| workflow.item_name(map, i)).collect();
+    let indexes: Vec<i32> = (0..items.len() as i32).collect();
+    sqlx::query(
+        "INSERT INTO tributary_steps (run_id, step, status, parent, item_index, input)
+         SELECT $1, n, 'ready', $2, i, v FROM unnest($3::text[], $4::int[], $5::jsonb[]) AS t(n, i, v)
+         ON CONFLICT DO NOTHING",
+    )
+    .bind(run_id.0)
+    .bind(&def.name)
+    .bind(&names)
+    .bind(&indexes)
+    .bind(&items)
+    .execute(&mut *tx)
+    .await
+    .op("insert map items")?;
+    dispatch.extend(names.into_iter().map(|step| Dispatch { run_id, workflow: workflow.name().to_owned(), step, attempt: 1 }));
+    Ok(false)
+}
+
+/// Completes a map step once all its items have completed. Returns whether it did.
+async fn join_map(tx: &mut PgConnection, workflow: &Workflow, run_id: RunId, map: usize) -> Result<bool, Error> {
+    let name = &workflow.step(map).name;
+    let (pending, outputs): (i64, Option<Value>) = sqlx::query_as(
+        "SELECT count(*) FILTER (WHERE status <> 'completed'), jsonb_agg(output ORDER BY item_index)
+         FROM tributary_steps WHERE run_id = $1 AND parent = $2",
+    )
+    .bind(run_id.0)
+    .bind(name)
+    .fetch_one(&mut *tx)
+    .await
+    .op("count map items")?;
+    if pending > 0 {
+        return Ok(false);
+    }
+    let joined = sqlx::query(
+        "UPDATE tributary_steps SET status = 'completed', output = $3, finished_at = now()
+         WHERE run_id = $1 AND step = $2 AND status = 'expanded'",
+    )
+    .bind(run_id.0)
+    .bind(name)
+    .bind(outputs.unwrap_or(Value::Array(Vec::new())))
+    .execute(&mut *tx)
+    .await
+    .op("join map")?;
+    if joined.rows_affected() > 0 {
+        event(tx, run_id, Some(name), None, "step_completed", Some("all items completed")).await?;
+    }
+    Ok(joined.rows_affected() > 0)
+}
+
+async fn finish_if_done(
+    tx: &mut PgConnection,
+    workflow: &Workflow,
+    run_id: RunId,
+    dispatch: &mut Vec<Dispatch>,
+) -> Result<(), Error> {
+    let names: Vec<&str> = workflow.graph_steps().map(|(_, s)| s.name.as_str()).collect();
+    let done: i64 = sqlx::query_scalar(
+        "SELECT count(*) FROM tributary_steps WHERE run_id = $1 AND step = ANY($2) AND status = 'completed'",
+    )
+    .bind(run_id.0)
+    .bind(&names)
+    .fetch_one(&mut *tx)
+    .await
+    .op("count completed steps")?;
+    if done < names.len() as i64 {
+        return Ok(());
+    }
+    let output: Value = match workflow.output {
+        Source::Input => sqlx::query_scalar("SELECT input FROM tributary_runs WHERE run_id = $1")
+            .bind(run_id.0)
+            .fetch_one(&mut *tx)
+            .await
+            .op("read run output")?,
+        Source::Step(i) => sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
+            .bind(run_id.0)
+            .bind(&workflow.step(i).name)
+            .fetch_one(&mut *tx)
+            .await
+            .op("read run output")?,
+    };
+    finish_run(tx, workflow, run_id, RunStatus::Succeeded, Some(output), None, dispatch).await
+}
+
+async fn finish_run(
+    tx: &mut PgConnection,
+    workflow: &Workflow,
+    run_id: RunId,
+    status: RunStatus,
+    output: Option<Value>,
+    error: Option<String>,
+    dispatch: &mut Vec<Dispatch>,
+) -> Result<(), Error> {
+    sqlx::query(
+        "UPDATE tributary_runs SET status = $2, output = $3, error = $4, finished_at = now(), updated_at = now()
+         WHERE run_id = $1",
+    )
+    .bind(run_id.0)
+    .bind(status.as_str())
+    .bind(&output)
+    .bind(&error)
+    .execute(&mut *tx)
+    .await
+    .op("finish run")?;
+    let kind = if status == RunStatus::Succeeded { "run_succeeded" } else { "run_failed" };
+    event(tx, run_id, None, None, kind, error.as_deref()).await?;
+    let hook = if status == RunStatus::Succeeded { ON_SUCCESS } else { ON_FAILURE };
+    if workflow.hook(hook).is_some() {
+        let outcome = RunOutcome { run_id, workflow: workflow.name().to_owned(), output, error };
+        let input = serde_json::to_value(&outcome).map_err(|e| Error::Corrupt { what: "run outcome", problem: e.to_string() })?;
+        // A retried run that ends again runs its hook again, as a new attempt.
+        let attempt: i32 = sqlx::query_scalar(
+            "INSERT INTO tributary_steps (run_id, step, status, input) VALUES ($1, $2, 'ready', $3)
+             ON CONFLICT (run_id, step) DO UPDATE SET status = 'ready', input = EXCLUDED.input,
+                 attempt = tributary_steps.attempt + 1, attempt_base = tributary_steps.attempt, error = NULL,
+                 ready_at = now(), finished_at = NULL
+             RETURNING attempt",
+        )
+        .bind(run_id.0)
+        .bind(hook)
+        .bind(input)
+        .fetch_one(&mut *tx)
+        .await
+        .op("ready hook")?;
+        dispatch.push(Dispatch { run_id, workflow: workflow.name().to_owned(), step: hook.to_owned(), attempt: attempt as Attempt });
+    }
+    Ok(())
+}
+
+impl Store {
+    /// The `ready` steps among `names` and among the items of map steps named in `names`,
+    /// with their attempts: what a duplicate delivery re-publishes.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn ready_successors(&self, run_id: RunId, names: &[String]) -> Result<Vec<(String, Attempt)>, Error> {
+        let rows: Vec<(String, i32)> = sqlx::query_as(
+            "SELECT step, attempt FROM tributary_steps
+             WHERE run_id = $1 AND status = 'ready' AND (step = ANY($2) OR parent = ANY($2))",
+        )
+        .bind(run_id.0)
+        .bind(names)
+        .fetch_all(&self.pool)
+        .await
+        .op("list ready successors")?;
+        Ok(rows.into_iter().map(|(s, a)| (s, a as Attempt)).collect())
+    }
+}

@@ -1,0 +1,71 @@
+//! What a running step can see of its run: identity, attempt, and cancellation.
+
+use std::sync::Arc;
+
+use tokio_util::sync::CancellationToken;
+
+use crate::ids::{Attempt, RunId};
+
+/// Passed to every step function.
+///
+/// It carries no connection to Redis or PostgreSQL: a step's effects go through its own clients,
+/// and its result through its return value.
+#[derive(Debug, Clone)]
+pub struct StepContext {
+    pub(crate) run_id: RunId,
+    pub(crate) workflow: Arc<str>,
+    pub(crate) step: Arc<str>,
+    pub(crate) attempt: Attempt,
+    pub(crate) item: Option<usize>,
+    pub(crate) cancel: CancellationToken,
+}
+
+impl StepContext {
+    /// A context for calling a step function directly, e.g. in a unit test.
+    pub fn detached(step: &str) -> Self {
+        Self {
+            run_id: RunId::new(),
+            workflow: Arc::from("detached"),
+            step: Arc::from(step),
+            attempt: 1,
+            item: None,
+            cancel: CancellationToken::new(),
+        }
+    }
+
+    /// The run this attempt belongs to.
+    pub fn run_id(&self) -> RunId {
+        self.run_id
+    }
+
+    /// The workflow's name.
+    pub fn workflow(&self) -> &str {
+        &self.workflow
+    }
+
+    /// The step's name (`name[i]` for the i-th item of a map step).
+    pub fn step(&self) -> &str {
+        &self.step
+    }
+
+    /// This attempt's number, from 1.
+    pub fn attempt(&self) -> Attempt {
+        self.attempt
+    }
+
+    /// For an item of a map step, its index in the mapped list.
+    pub fn item_index(&self) -> Option<usize> {
+        self.item
+    }
+
+    /// `true` once the run has been cancelled (or the worker is shutting down past its grace
+    /// period). A long step should check it and return early.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancel.is_cancelled()
+    }
+
+    /// Resolves when the run is cancelled; use it in a `tokio::select!` with the step's work.
+    pub async fn cancelled(&self) {
+        self.cancel.cancelled().await
+    }
+}

@@ -1,0 +1,18 @@
+//! `hello`: one step that returns "Hello World", the old stack's smoke test.
+
+use tributary::workflow::{Error, StepContext, StepError, Workflow};
+
+async fn hello(_: StepContext, _: serde_json::Value) -> Result<String, StepError> {
+    Ok("Hello World".to_owned())
+}
+
+/// Builds the workflow. Its input is ignored (any JSON).
+///
+/// # Errors
+/// Never in practice; the definition is validated like any other.
+pub fn workflow() -> Result<Workflow, Error> {
+    let mut wf = Workflow::builder::<serde_json::Value>("hello", 1);
+    let input = wf.input();
+    let out = wf.step("hello", &input, hello);
+    wf.build(&out)
+}

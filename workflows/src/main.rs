@@ -1,0 +1,13 @@
+//! The `tributary` binary: the engine's command line with this deployment's workflows.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    match tributary_workflows::registry() {
+        Ok(registry) => tributary::cli::main(registry),
+        Err(e) => {
+            eprintln!("error: invalid workflow definitions: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
