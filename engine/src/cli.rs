@@ -110,8 +110,12 @@ pub fn main(registry: Registry) -> ExitCode {
 
 fn init_logging() {
     use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn"));
-    let _ = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).try_init();
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .try_init();
 }
 
 async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
@@ -128,11 +132,20 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
             println!("migrations applied");
             Ok(())
         }
-        Command::Start { workflow, input, idempotency_key, wait, timeout } => {
-            let input: serde_json::Value = serde_json::from_str(&input).context("--input is not valid JSON")?;
+        Command::Start {
+            workflow,
+            input,
+            idempotency_key,
+            wait,
+            timeout,
+        } => {
+            let input: serde_json::Value =
+                serde_json::from_str(&input).context("--input is not valid JSON")?;
             config.worker.database_connections = 2;
             let engine = Engine::connect(config, registry).await?;
-            let run = engine.start(&workflow, input, StartOptions { idempotency_key }).await?;
+            let run = engine
+                .start(&workflow, input, StartOptions { idempotency_key })
+                .await?;
             if !wait {
                 println!("{run}");
                 return Ok(());
@@ -175,7 +188,12 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
         }
         Command::Workflows => {
             for wf in registry.iter() {
-                println!("{} v{}: {}", wf.name(), wf.version(), wf.step_names().join(" → "));
+                println!(
+                    "{} v{}: {}",
+                    wf.name(),
+                    wf.version(),
+                    wf.step_names().join(" → ")
+                );
             }
             Ok(())
         }
@@ -183,7 +201,11 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
             config.worker.database_connections = 2;
             let engine = Engine::connect(config, registry).await?;
             for entry in engine.transport().dead_letters(count).await? {
-                let fields: Vec<String> = entry.fields.iter().map(|(k, v)| format!("{k}={v}")).collect();
+                let fields: Vec<String> = entry
+                    .fields
+                    .iter()
+                    .map(|(k, v)| format!("{k}={v}"))
+                    .collect();
                 println!("{} {}", entry.id, fields.join(" "));
             }
             Ok(())
@@ -197,7 +219,10 @@ fn print_status(view: &crate::store::RunView) {
     println!("status    {}", view.status);
     println!("created   {}", view.created_at);
     if let Some(f) = view.finished_at {
-        println!("finished  {f} ({} ms)", (f - view.created_at).num_milliseconds());
+        println!(
+            "finished  {f} ({} ms)",
+            (f - view.created_at).num_milliseconds()
+        );
     }
     if let Some(e) = &view.error {
         println!("error     {e}");
@@ -205,13 +230,23 @@ fn print_status(view: &crate::store::RunView) {
     if let Some(o) = &view.output {
         println!("output    {o}");
     }
-    println!("\n{:<24} {:<10} {:>7} {:>10}  error", "step", "status", "attempt", "ms");
+    println!(
+        "\n{:<24} {:<10} {:>7} {:>10}  error",
+        "step", "status", "attempt", "ms"
+    );
     for s in &view.steps {
         let ms = match (s.started_at, s.finished_at) {
             (Some(a), Some(b)) => format!("{}", (b - a).num_milliseconds()),
             _ => "-".into(),
         };
-        println!("{:<24} {:<10} {:>7} {:>10}  {}", s.step, s.status, s.attempt, ms, s.error.as_deref().unwrap_or(""));
+        println!(
+            "{:<24} {:<10} {:>7} {:>10}  {}",
+            s.step,
+            s.status,
+            s.attempt,
+            ms,
+            s.error.as_deref().unwrap_or("")
+        );
     }
     println!("\nevents");
     for e in &view.events {
@@ -230,13 +265,14 @@ async fn serve(engine: Engine) -> anyhow::Result<()> {
     let shutdown = CancellationToken::new();
     let signal = shutdown.clone();
     tokio::spawn(async move {
-        let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(s) => s,
-            Err(e) => {
-                tracing::error!(error = %e, "cannot listen for SIGTERM");
-                return;
-            }
-        };
+        let mut term =
+            match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+                Ok(s) => s,
+                Err(e) => {
+                    tracing::error!(error = %e, "cannot listen for SIGTERM");
+                    return;
+                }
+            };
         tokio::select! {
             _ = term.recv() => tracing::info!("SIGTERM: shutting down"),
             _ = tokio::signal::ctrl_c() => tracing::info!("Ctrl-C: shutting down"),
@@ -251,25 +287,40 @@ async fn dev(mut config: Config, registry: Registry, state_dir: PathBuf) -> anyh
     // Kept alive until the engine stops; dropping them stops the servers.
     let mut _redis = None;
     let mut _postgres = None;
-    std::fs::create_dir_all(&state_dir).with_context(|| format!("creating state directory {}", state_dir.display()))?;
+    std::fs::create_dir_all(&state_dir)
+        .with_context(|| format!("creating state directory {}", state_dir.display()))?;
     let state_dir = state_dir.canonicalize()?;
     if config.redis_url.is_none() {
-        let redis = LocalRedis::start(RedisOptions { dir: Some(state_dir.join("redis")), port: None, durable: true })
-            .await
-            .context("starting a private redis-server (or set REDIS_URL)")?;
+        let redis = LocalRedis::start(RedisOptions {
+            dir: Some(state_dir.join("redis")),
+            port: None,
+            durable: true,
+        })
+        .await
+        .context("starting a private redis-server (or set REDIS_URL)")?;
         config.redis_url = Some(redis.url());
         _redis = Some(redis);
     }
     if config.database_url.is_none() {
-        let pg = LocalPostgres::start(PostgresOptions { data_dir: Some(state_dir.join("postgres")), port: None, durable: true })
-            .await
-            .context("starting a private PostgreSQL (or set DATABASE_URL)")?;
+        let pg = LocalPostgres::start(PostgresOptions {
+            data_dir: Some(state_dir.join("postgres")),
+            port: None,
+            durable: true,
+        })
+        .await
+        .context("starting a private PostgreSQL (or set DATABASE_URL)")?;
         config.database_url = Some(pg.url());
         _postgres = Some(pg);
     }
     eprintln!("tributary dev: state in {}", state_dir.display());
-    eprintln!("  REDIS_URL={}", config.redis_url.as_deref().unwrap_or_default());
-    eprintln!("  DATABASE_URL={}", crate::store::redact_url(config.database_url.as_deref().unwrap_or_default()));
+    eprintln!(
+        "  REDIS_URL={}",
+        config.redis_url.as_deref().unwrap_or_default()
+    );
+    eprintln!(
+        "  DATABASE_URL={}",
+        crate::store::redact_url(config.database_url.as_deref().unwrap_or_default())
+    );
     eprintln!("  try: REDIS_URL=… DATABASE_URL=… tributary start hello --wait");
     let engine = Engine::connect(config, registry).await?;
     serve(engine).await

@@ -140,11 +140,13 @@ impl Default for WorkerConfig {
 
 impl Default for RetentionConfig {
     fn default() -> Self {
-        Self { keep: Duration::from_secs(7 * 24 * 3600), interval: Duration::from_secs(60), batch: 1000 }
+        Self {
+            keep: Duration::from_secs(7 * 24 * 3600),
+            interval: Duration::from_secs(60),
+            batch: 1000,
+        }
     }
 }
-
-type EnvSetter = fn(&mut Config, &str) -> Result<(), String>;
 
 fn duration(v: &str) -> Result<Duration, String> {
     humantime::parse_duration(v).map_err(|e| format!("{e} (expected e.g. 250ms, 30s, 7d)"))
@@ -157,23 +159,45 @@ where
     v.parse().map_err(|e: T::Err| e.to_string())
 }
 
-/// Environment variables and the fields they set.
-const ENV: &[(&str, EnvSetter)] = &[
-    ("REDIS_URL", |c, v| Ok(c.redis_url = Some(v.to_owned()))),
-    ("DATABASE_URL", |c, v| Ok(c.database_url = Some(v.to_owned()))),
-    ("TRIBUTARY_KEY_PREFIX", |c, v| Ok(c.key_prefix = v.to_owned())),
-    ("TRIBUTARY_CONNECT_TIMEOUT", |c, v| Ok(c.connect_timeout = duration(v)?)),
-    ("TRIBUTARY_WORKER_CONCURRENCY", |c, v| Ok(c.worker.concurrency = number(v)?)),
-    ("TRIBUTARY_WORKER_LEASE", |c, v| Ok(c.worker.lease = duration(v)?)),
-    ("TRIBUTARY_WORKER_POLL_INTERVAL", |c, v| Ok(c.worker.poll_interval = duration(v)?)),
-    ("TRIBUTARY_WORKER_READ_BLOCK", |c, v| Ok(c.worker.read_block = duration(v)?)),
-    ("TRIBUTARY_WORKER_EPOCH_CHECK", |c, v| Ok(c.worker.epoch_check = duration(v)?)),
-    ("TRIBUTARY_WORKER_SHUTDOWN_GRACE", |c, v| Ok(c.worker.shutdown_grace = duration(v)?)),
-    ("TRIBUTARY_WORKER_DATABASE_CONNECTIONS", |c, v| Ok(c.worker.database_connections = number(v)?)),
-    ("TRIBUTARY_RETENTION_KEEP", |c, v| Ok(c.retention.keep = duration(v)?)),
-    ("TRIBUTARY_RETENTION_INTERVAL", |c, v| Ok(c.retention.interval = duration(v)?)),
-    ("TRIBUTARY_RETENTION_BATCH", |c, v| Ok(c.retention.batch = number(v)?)),
+/// The environment variables read, in order.
+const ENV_VARS: &[&str] = &[
+    "REDIS_URL",
+    "DATABASE_URL",
+    "TRIBUTARY_KEY_PREFIX",
+    "TRIBUTARY_CONNECT_TIMEOUT",
+    "TRIBUTARY_WORKER_CONCURRENCY",
+    "TRIBUTARY_WORKER_LEASE",
+    "TRIBUTARY_WORKER_POLL_INTERVAL",
+    "TRIBUTARY_WORKER_READ_BLOCK",
+    "TRIBUTARY_WORKER_EPOCH_CHECK",
+    "TRIBUTARY_WORKER_SHUTDOWN_GRACE",
+    "TRIBUTARY_WORKER_DATABASE_CONNECTIONS",
+    "TRIBUTARY_RETENTION_KEEP",
+    "TRIBUTARY_RETENTION_INTERVAL",
+    "TRIBUTARY_RETENTION_BATCH",
 ];
+
+/// Sets the field that environment variable `var` names.
+fn set_from_env(c: &mut Config, var: &str, v: &str) -> Result<(), String> {
+    match var {
+        "REDIS_URL" => c.redis_url = Some(v.to_owned()),
+        "DATABASE_URL" => c.database_url = Some(v.to_owned()),
+        "TRIBUTARY_KEY_PREFIX" => c.key_prefix = v.to_owned(),
+        "TRIBUTARY_CONNECT_TIMEOUT" => c.connect_timeout = duration(v)?,
+        "TRIBUTARY_WORKER_CONCURRENCY" => c.worker.concurrency = number(v)?,
+        "TRIBUTARY_WORKER_LEASE" => c.worker.lease = duration(v)?,
+        "TRIBUTARY_WORKER_POLL_INTERVAL" => c.worker.poll_interval = duration(v)?,
+        "TRIBUTARY_WORKER_READ_BLOCK" => c.worker.read_block = duration(v)?,
+        "TRIBUTARY_WORKER_EPOCH_CHECK" => c.worker.epoch_check = duration(v)?,
+        "TRIBUTARY_WORKER_SHUTDOWN_GRACE" => c.worker.shutdown_grace = duration(v)?,
+        "TRIBUTARY_WORKER_DATABASE_CONNECTIONS" => c.worker.database_connections = number(v)?,
+        "TRIBUTARY_RETENTION_KEEP" => c.retention.keep = duration(v)?,
+        "TRIBUTARY_RETENTION_INTERVAL" => c.retention.interval = duration(v)?,
+        "TRIBUTARY_RETENTION_BATCH" => c.retention.batch = number(v)?,
+        other => return Err(format!("{other} is not a configuration variable")),
+    }
+    Ok(())
+}
 
 impl Config {
     /// Loads defaults, then `file` (if any), then the environment, and validates the result.
@@ -188,17 +212,29 @@ impl Config {
     ///
     /// # Errors
     /// As [`Config::load`].
-    pub fn load_from(file: Option<&Path>, env: impl Fn(&str) -> Option<String>) -> Result<Self, Error> {
+    pub fn load_from(
+        file: Option<&Path>,
+        env: impl Fn(&str) -> Option<String>,
+    ) -> Result<Self, Error> {
         let mut config = match file {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| Error::Read { path: path.to_owned(), source })?;
-                toml::from_str(&text).map_err(|e| Error::Parse { path: path.to_owned(), message: e.to_string() })?
+                let text = std::fs::read_to_string(path).map_err(|source| Error::Read {
+                    path: path.to_owned(),
+                    source,
+                })?;
+                toml::from_str(&text).map_err(|e| Error::Parse {
+                    path: path.to_owned(),
+                    message: e.to_string(),
+                })?
             }
             None => Config::default(),
         };
-        for (var, set) in ENV {
+        for var in ENV_VARS {
             if let Some(value) = env(var).filter(|v| !v.is_empty()) {
-                set(&mut config, &value).map_err(|problem| Error::Env { var: (*var).to_owned(), problem })?;
+                set_from_env(&mut config, var, &value).map_err(|problem| Error::Env {
+                    var: (*var).to_owned(),
+                    problem,
+                })?;
             }
         }
         config.validate()?;
@@ -233,7 +269,10 @@ impl Config {
         if self.worker.read_block.is_zero() || self.worker.read_block >= self.worker.lease {
             return invalid("worker.read-block must be positive and shorter than worker.lease");
         }
-        if self.worker.poll_interval.is_zero() || self.worker.epoch_check.is_zero() || self.retention.interval.is_zero() {
+        if self.worker.poll_interval.is_zero()
+            || self.worker.epoch_check.is_zero()
+            || self.retention.interval.is_zero()
+        {
             return invalid("intervals must be positive");
         }
         if self.worker.database_connections < 2 {
@@ -250,7 +289,9 @@ impl Config {
     /// # Errors
     /// [`Error::Invalid`] when unset.
     pub fn redis_url(&self) -> Result<&str, Error> {
-        self.redis_url.as_deref().ok_or_else(|| Error::Invalid("REDIS_URL is not set (or run `tributary dev`)".into()))
+        self.redis_url
+            .as_deref()
+            .ok_or_else(|| Error::Invalid("REDIS_URL is not set (or run `tributary dev`)".into()))
     }
 
     /// The PostgreSQL URL.
@@ -258,7 +299,9 @@ impl Config {
     /// # Errors
     /// [`Error::Invalid`] when unset.
     pub fn database_url(&self) -> Result<&str, Error> {
-        self.database_url.as_deref().ok_or_else(|| Error::Invalid("DATABASE_URL is not set (or run `tributary dev`)".into()))
+        self.database_url.as_deref().ok_or_else(|| {
+            Error::Invalid("DATABASE_URL is not set (or run `tributary dev`)".into())
+        })
     }
 }
 
@@ -267,7 +310,12 @@ mod tests {
     use super::*;
 
     fn env(pairs: &'static [(&'static str, &'static str)]) -> impl Fn(&str) -> Option<String> {
-        move |name| pairs.iter().find(|(k, _)| *k == name).map(|(_, v)| (*v).to_owned())
+        move |name| {
+            pairs
+                .iter()
+                .find(|(k, _)| *k == name)
+                .map(|(_, v)| (*v).to_owned())
+        }
     }
 
     #[test]
@@ -275,8 +323,19 @@ mod tests {
         let dir = std::env::temp_dir().join(format!("tributary-config-{}", uuid::Uuid::new_v4()));
         std::fs::create_dir_all(&dir).unwrap();
         let file = dir.join("t.toml");
-        std::fs::write(&file, "key-prefix = \"filed\"\n[worker]\nconcurrency = 4\nlease = \"10s\"\n").unwrap();
-        let c = Config::load_from(Some(&file), env(&[("TRIBUTARY_WORKER_CONCURRENCY", "8"), ("REDIS_URL", "redis://h:1")])).unwrap();
+        std::fs::write(
+            &file,
+            "key-prefix = \"filed\"\n[worker]\nconcurrency = 4\nlease = \"10s\"\n",
+        )
+        .unwrap();
+        let c = Config::load_from(
+            Some(&file),
+            env(&[
+                ("TRIBUTARY_WORKER_CONCURRENCY", "8"),
+                ("REDIS_URL", "redis://h:1"),
+            ]),
+        )
+        .unwrap();
         assert_eq!(c.key_prefix, "filed");
         assert_eq!(c.worker.concurrency, 8);
         assert_eq!(c.worker.lease, Duration::from_secs(10));

@@ -4,7 +4,9 @@ use std::fmt;
 use std::str::FromStr;
 
 /// Identifies one run of a workflow. Time-ordered (UUIDv7), so recent runs sort last.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize)]
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, serde::Serialize, serde::Deserialize,
+)]
 #[serde(transparent)]
 pub struct RunId(pub uuid::Uuid);
 

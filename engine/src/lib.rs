@@ -11,8 +11,9 @@
 pub mod cli;
 pub mod config;
 pub mod ids;
-pub mod store;
 pub mod runtime;
-pub mod transport;
 pub mod services;
+pub mod store;
+pub mod testing;
+pub mod transport;
 pub mod workflow;

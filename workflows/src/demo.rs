@@ -10,7 +10,9 @@
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
-use tributary::workflow::{Error, RetryPolicy, RunOutcome, StepContext, StepError, StepOptions, Workflow};
+use tributary::workflow::{
+    Error, RetryPolicy, RunOutcome, StepContext, StepError, StepOptions, Workflow,
+};
 
 /// The run's input.
 #[derive(Debug, Clone, Default, Serialize, Deserialize)]
@@ -55,19 +57,29 @@ async fn square(ctx: StepContext, (x, input): (u64, DemoInput)) -> Result<u64, S
         }
     }
     if ctx.attempt() <= input.fail_times {
-        return Err(StepError::retryable(format!("planned failure of attempt {}", ctx.attempt())));
+        return Err(StepError::retryable(format!(
+            "planned failure of attempt {}",
+            ctx.attempt()
+        )));
     }
     Ok(x * x)
 }
 
-async fn report(_: StepContext, ((squares, total), input): ((Vec<u64>, u64), DemoInput)) -> Result<DemoReport, StepError> {
+async fn report(
+    _: StepContext,
+    ((squares, total), input): ((Vec<u64>, u64), DemoInput),
+) -> Result<DemoReport, StepError> {
     if input.report_sleep_ms > 0 {
         tokio::time::sleep(Duration::from_millis(input.report_sleep_ms)).await;
     }
     if input.fail_report {
         return Err(StepError::fatal("report refused: fail_report is set"));
     }
-    Ok(DemoReport { sum: total, sum_of_squares: squares.iter().sum(), items: squares.len() })
+    Ok(DemoReport {
+        sum: total,
+        sum_of_squares: squares.iter().sum(),
+        items: squares.len(),
+    })
 }
 
 async fn on_failure(ctx: StepContext, outcome: RunOutcome) -> Result<(), StepError> {
@@ -81,12 +93,19 @@ async fn on_failure(ctx: StepContext, outcome: RunOutcome) -> Result<(), StepErr
 /// Never in practice; the definition is validated like any other.
 pub fn workflow() -> Result<Workflow, Error> {
     let mut wf = Workflow::builder::<DemoInput>("demo", 1);
-    wf.defaults(StepOptions::default().retry(RetryPolicy::attempts(4).initial_delay(Duration::from_millis(100))));
+    wf.defaults(
+        StepOptions::default()
+            .retry(RetryPolicy::attempts(4).initial_delay(Duration::from_millis(100))),
+    );
     let input = wf.input();
     let items = wf.step("numbers", &input, numbers);
     let total = wf.step("sum", &items, sum);
     let squares = wf.map("square", &items, square);
-    let both = wf.step("join", (&squares, &total), |_: StepContext, pair: (Vec<u64>, u64)| async move { Ok(pair) });
+    let both = wf.step(
+        "join",
+        (&squares, &total),
+        |_: StepContext, pair: (Vec<u64>, u64)| async move { Ok(pair) },
+    );
     let out = wf.step("report", (&both, &input), report);
     wf.on_failure(on_failure);
     wf.build(&out)

@@ -15,6 +15,9 @@ use tributary::workflow::{Error, Registry};
 /// An invalid definition or a duplicate name.
 pub fn registry() -> Result<Registry, Error> {
     let mut registry = Registry::default();
-    registry.register(hello::workflow()?)?.register(demo::workflow()?)?.register(chain::workflow()?)?;
+    registry
+        .register(hello::workflow()?)?
+        .register(demo::workflow()?)?
+        .register(chain::workflow()?)?;
     Ok(registry)
 }

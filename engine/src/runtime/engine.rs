@@ -59,7 +59,9 @@ pub struct Engine {
 
 impl std::fmt::Debug for Engine {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Engine").field("transport", &self.transport).finish_non_exhaustive()
+        f.debug_struct("Engine")
+            .field("transport", &self.transport)
+            .finish_non_exhaustive()
     }
 }
 
@@ -74,7 +76,12 @@ impl Engine {
     /// A configuration error, or a connection error naming the server and the cause.
     pub async fn connect(config: Config, registry: Registry) -> Result<Self, Error> {
         config.validate()?;
-        let store = Store::connect(config.database_url()?, config.worker.database_connections, config.connect_timeout).await?;
+        let store = Store::connect(
+            config.database_url()?,
+            config.worker.database_connections,
+            config.connect_timeout,
+        )
+        .await?;
         store.migrate().await?;
         let transport = Transport::connect(TransportConfig {
             url: config.redis_url()?.to_owned(),
@@ -85,7 +92,15 @@ impl Engine {
         })
         .await?;
         transport.ensure_group().await?;
-        Ok(Self { registry: Arc::new(registry), store, transport, config: Arc::new(config) })
+        let engine = Self {
+            registry: Arc::new(registry),
+            store,
+            transport,
+            config: Arc::new(config),
+        };
+        let holder = format!("connect-{}", uuid::Uuid::new_v4());
+        super::maintenance::ensure_epoch(&engine, &holder).await?;
+        Ok(engine)
     }
 
     /// The registered workflows.
@@ -115,8 +130,15 @@ impl Engine {
     /// An unknown workflow, an input that does not match the workflow's input type, or a
     /// store error. A Redis error after the run was recorded is not an error: the due-time
     /// poller publishes the run's first steps.
-    pub async fn start(&self, workflow: &str, input: Value, options: StartOptions) -> Result<RunId, Error> {
-        let ids = self.start_batch(&[(workflow.to_owned(), input, options)]).await?;
+    pub async fn start(
+        &self,
+        workflow: &str,
+        input: Value,
+        options: StartOptions,
+    ) -> Result<RunId, Error> {
+        let ids = self
+            .start_batch(&[(workflow.to_owned(), input, options)])
+            .await?;
         Ok(ids[0])
     }
 
@@ -124,7 +146,10 @@ impl Engine {
     ///
     /// # Errors
     /// As [`Engine::start`]; nothing is started when any input is invalid.
-    pub async fn start_batch(&self, runs: &[(String, Value, StartOptions)]) -> Result<Vec<RunId>, Error> {
+    pub async fn start_batch(
+        &self,
+        runs: &[(String, Value, StartOptions)],
+    ) -> Result<Vec<RunId>, Error> {
         let mut new = Vec::with_capacity(runs.len());
         for (name, input, options) in runs {
             let wf: &Arc<Workflow> = self.registry.get(name)?;
@@ -135,11 +160,18 @@ impl Engine {
                 version: wf.version(),
                 input: input.clone(),
                 idempotency_key: options.idempotency_key.clone(),
-                roots: wf.roots().into_iter().map(|i| wf.step(i).name.clone()).collect(),
+                roots: wf
+                    .roots()
+                    .into_iter()
+                    .map(|i| wf.step(i).name.clone())
+                    .collect(),
             });
         }
         let started = self.store.start_runs(&new, HANDOFF_GRACE).await?;
-        let dispatch: Vec<Dispatch> = started.iter().flat_map(|s| s.dispatch.iter().cloned()).collect();
+        let dispatch: Vec<Dispatch> = started
+            .iter()
+            .flat_map(|s| s.dispatch.iter().cloned())
+            .collect();
         self.hand_off(&dispatch).await;
         Ok(started.into_iter().map(|s| s.run_id).collect())
     }
@@ -156,7 +188,9 @@ impl Engine {
                     tracing::warn!(error = %e, "published steps stay 'waiting'; the poller may publish them again");
                 }
             }
-            Err(e) => tracing::warn!(error = %e, count = dispatch.len(), "publishing failed; the due-time poller retries"),
+            Err(e) => {
+                tracing::warn!(error = %e, count = dispatch.len(), "publishing failed; the due-time poller retries")
+            }
         }
     }
 
@@ -202,7 +236,11 @@ impl Engine {
                 Some(status) if status.is_final() => return self.status(run).await,
                 Some(status) => {
                     if started.elapsed() >= timeout {
-                        return Err(Error::WaitTimeout { run, status: status.to_string(), waited: started.elapsed() });
+                        return Err(Error::WaitTimeout {
+                            run,
+                            status: status.to_string(),
+                            waited: started.elapsed(),
+                        });
                     }
                 }
             }
@@ -215,7 +253,10 @@ impl Engine {
     ///
     /// # Errors
     /// A store error.
-    pub async fn statuses(&self, runs: &[RunId]) -> Result<std::collections::HashMap<RunId, RunStatus>, Error> {
+    pub async fn statuses(
+        &self,
+        runs: &[RunId],
+    ) -> Result<std::collections::HashMap<RunId, RunStatus>, Error> {
         Ok(self.store.run_statuses(runs).await?)
     }
 

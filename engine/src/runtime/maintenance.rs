@@ -8,6 +8,7 @@ use std::time::Duration;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
+use super::engine::Engine;
 use super::worker::{Worker, dead_letter, publish};
 use crate::store::{Dispatch, Failure};
 use crate::workflow::StepRef;
@@ -50,10 +51,10 @@ async fn due_poller(worker: Arc<Worker>, stop: CancellationToken) {
         if due.is_empty() {
             continue;
         }
-        if engine.transport.publish(&due).await.is_ok() {
-            if let Err(e) = engine.store.mark_ready(&due).await {
-                tracing::warn!(error = %e, "marking due steps ready failed; they may be published twice");
-            }
+        if engine.transport.publish(&due).await.is_ok()
+            && let Err(e) = engine.store.mark_ready(&due).await
+        {
+            tracing::warn!(error = %e, "marking due steps ready failed; they may be published twice");
         }
         if due.len() as i64 == BATCH {
             period = Duration::ZERO; // more are due: poll again at once
@@ -88,26 +89,33 @@ async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
             let loaded = engine.store.load(msg.run_id, &msg.step, &[]).await;
             let fence = match (&workflow, &loaded) {
                 (Some(wf), Ok(Some(l)))
-                    if l.attempt == msg.attempt && matches!(l.step_status.as_deref(), Some("ready" | "waiting")) =>
+                    if l.attempt == msg.attempt
+                        && matches!(l.step_status.as_deref(), Some("ready" | "waiting")) =>
                 {
                     let index = match wf.resolve(&msg.step) {
                         Some(StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i)) => i,
                         None => {
-                            dead_letter(&worker, &entry, "reclaimed entry names an unknown step").await;
+                            dead_letter(&worker, &entry, "reclaimed entry names an unknown step")
+                                .await;
                             continue;
                         }
                     };
                     let used = msg.attempt.saturating_sub(l.attempt_base);
                     let retry = used < wf.step(index).options.retry.max_attempts.get();
-                    Some((wf.clone(), Failure {
-                        run_id: msg.run_id,
-                        step: msg.step.clone(),
-                        attempt: msg.attempt,
-                        error: "lease expired: the worker running this attempt crashed or stalled".into(),
-                        retry_after: retry.then_some(Duration::ZERO),
-                        started_at: None,
-                        retry_event: "step_reclaimed",
-                    }))
+                    Some((
+                        wf.clone(),
+                        Failure {
+                            run_id: msg.run_id,
+                            step: msg.step.clone(),
+                            attempt: msg.attempt,
+                            error:
+                                "lease expired: the worker running this attempt crashed or stalled"
+                                    .into(),
+                            retry_after: retry.then_some(Duration::ZERO),
+                            started_at: None,
+                            retry_event: "step_reclaimed",
+                        },
+                    ))
                 }
                 _ => None,
             };
@@ -115,18 +123,25 @@ async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
                 Some((wf, failure)) => match engine.store.fail(&wf, &failure).await {
                     Ok(Some(dispatch)) => {
                         publish(&worker, &dispatch).await;
-                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                        let _ = engine.transport.ack(std::slice::from_ref(&entry.id)).await;
                     }
                     Ok(None) => {
-                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                        let _ = engine.transport.ack(std::slice::from_ref(&entry.id)).await;
                     }
-                    Err(e) => tracing::warn!(error = %e, "fencing a reclaimed step failed; it will be reclaimed again"),
+                    Err(e) => {
+                        tracing::warn!(error = %e, "fencing a reclaimed step failed; it will be reclaimed again")
+                    }
                 },
                 // Checkpointed, stale, unknown: deliver it again through the normal path, which
                 // re-publishes successors or dead-letters as needed.
                 None => {
-                    if engine.transport.republish(std::slice::from_ref(&entry)).await.is_ok() {
-                        let _ = engine.transport.ack(&[entry.id.clone()]).await;
+                    if engine
+                        .transport
+                        .republish(std::slice::from_ref(&entry))
+                        .await
+                        .is_ok()
+                    {
+                        let _ = engine.transport.ack(std::slice::from_ref(&entry.id)).await;
                     }
                 }
             }
@@ -138,44 +153,45 @@ async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
 /// persistence), one process takes the rebuild lock, recreates the group and re-publishes
 /// every ready step from PostgreSQL (Architecture Invariant 1), then sets a new epoch.
 async fn watchdog(worker: Arc<Worker>, stop: CancellationToken) {
-    let engine = &worker.engine;
-    let period = engine.config.worker.epoch_check;
-    let mut first = true;
+    let period = worker.engine.config.worker.epoch_check;
     loop {
-        if !first {
-            tokio::select! {
-                _ = stop.cancelled() => return,
-                _ = tokio::time::sleep(period) => {}
-                _ = worker.redis_lost.notified() => {}
-            }
+        tokio::select! {
+            _ = stop.cancelled() => return,
+            _ = tokio::time::sleep(period) => {}
+            _ = worker.redis_lost.notified() => {}
         }
-        first = false;
-        match engine.transport.epoch().await {
-            Ok(Some(_)) => continue,
-            Ok(None) => {}
-            Err(e) => {
-                tracing::warn!(error = %e, "epoch check failed");
-                continue;
-            }
+        if let Err(e) = ensure_epoch(&worker.engine, &worker.consumer).await {
+            tracing::warn!(error = %e, "epoch check failed");
         }
-        match engine.transport.try_rebuild_lock(&worker.consumer, Duration::from_secs(60)).await {
-            Ok(true) => {}
-            Ok(false) => continue, // another process is rebuilding
-            Err(e) => {
-                tracing::warn!(error = %e, "taking the rebuild lock failed");
-                continue;
-            }
-        }
-        match rebuild(&worker).await {
-            Ok(count) => tracing::info!(republished = count, "rebuilt the step stream from PostgreSQL"),
-            Err(e) => tracing::error!(error = %e, "rebuilding the step stream failed; will try again"),
-        }
-        let _ = engine.transport.release_rebuild_lock().await;
     }
 }
 
-async fn rebuild(worker: &Worker) -> Result<usize, super::Error> {
-    let engine = &worker.engine;
+/// Makes sure Redis holds this deployment's streams: when the epoch marker is missing, takes
+/// the rebuild lock and rebuilds them from PostgreSQL. Returns whether this call rebuilt.
+/// Called at connect time too, so a process never publishes into a Redis that still awaits
+/// its rebuild (which would only cause duplicate deliveries, but needless ones).
+pub(crate) async fn ensure_epoch(engine: &Engine, holder: &str) -> Result<bool, super::Error> {
+    if engine.transport.epoch().await?.is_some() {
+        return Ok(false);
+    }
+    if !engine
+        .transport
+        .try_rebuild_lock(holder, Duration::from_secs(60))
+        .await?
+    {
+        return Ok(false); // another process is rebuilding
+    }
+    let rebuilt = rebuild(engine).await;
+    let _ = engine.transport.release_rebuild_lock().await;
+    let count = rebuilt?;
+    tracing::info!(
+        republished = count,
+        "rebuilt the step stream from PostgreSQL"
+    );
+    Ok(true)
+}
+
+async fn rebuild(engine: &Engine) -> Result<usize, super::Error> {
     engine.transport.ensure_group().await?;
     let mut after: Option<Dispatch> = None;
     let mut count = 0;
@@ -188,7 +204,10 @@ async fn rebuild(worker: &Worker) -> Result<usize, super::Error> {
         count += page.len();
         after = page.last().cloned();
     }
-    engine.transport.set_epoch(&uuid::Uuid::new_v4().to_string()).await?;
+    engine
+        .transport
+        .set_epoch(&uuid::Uuid::new_v4().to_string())
+        .await?;
     Ok(count)
 }
 
@@ -200,7 +219,11 @@ async fn housekeeping(worker: Arc<Worker>, stop: CancellationToken) {
     while tick(&stop, retention.interval).await {
         // Bounded: at most 100 batches per round, so one round never runs away.
         for _ in 0..100 {
-            match engine.store.delete_finished(retention.keep, retention.batch).await {
+            match engine
+                .store
+                .delete_finished(retention.keep, retention.batch)
+                .await
+            {
                 Ok(n) if n as i64 == retention.batch => continue,
                 Ok(_) => break,
                 Err(e) => {
@@ -212,7 +235,11 @@ async fn housekeeping(worker: Arc<Worker>, stop: CancellationToken) {
         if let Err(e) = engine.transport.trim().await {
             tracing::warn!(error = %e, "trimming the step stream failed");
         }
-        if let Err(e) = engine.transport.remove_idle_consumers(Duration::from_secs(3600)).await {
+        if let Err(e) = engine
+            .transport
+            .remove_idle_consumers(Duration::from_secs(3600))
+            .await
+        {
             tracing::warn!(error = %e, "removing idle consumers failed");
         }
     }

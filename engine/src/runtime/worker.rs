@@ -40,8 +40,14 @@ pub(crate) struct Worker {
 /// process never inherits the pending entries of its previous life by name; they are
 /// reclaimed, and fenced.
 fn consumer_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname").map(|h| h.trim().to_owned()).unwrap_or_else(|_| "host".into());
-    format!("{host}-{}-{}", std::process::id(), &uuid::Uuid::new_v4().simple().to_string()[..8])
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!(
+        "{host}-{}-{}",
+        std::process::id(),
+        &uuid::Uuid::new_v4().simple().to_string()[..8]
+    )
 }
 
 /// Backs off between retries of an operation that must eventually succeed (a checkpoint
@@ -57,7 +63,10 @@ pub(crate) fn patient_backoff() -> impl Iterator<Item = Duration> {
 
 pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(), Error> {
     let consumer = consumer_name();
-    let reader = engine.transport.reader(&consumer, engine.config.worker.read_block).await?;
+    let reader = engine
+        .transport
+        .reader(&consumer, engine.config.worker.read_block)
+        .await?;
     let worker = Arc::new(Worker {
         engine: engine.clone(),
         consumer,
@@ -103,7 +112,9 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
                 }
             }
             Err(transport::Error::NoGroup { .. }) => {
-                tracing::warn!("consumer group missing: recreating it and asking for a rebuild from PostgreSQL");
+                tracing::warn!(
+                    "consumer group missing: recreating it and asking for a rebuild from PostgreSQL"
+                );
                 worker.redis_lost.notify_one();
                 if let Err(e) = engine.transport.ensure_group().await {
                     tracing::warn!(error = %e, "recreating the consumer group failed");
@@ -128,11 +139,23 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         // Past the grace: cancel the remaining steps, give them a moment to return, then stop
         // them. Their entries were never acknowledged: hand them back for another worker.
         worker.hard_stop.cancel();
-        let _ = tokio::time::timeout(Duration::from_secs(2), async { while steps.join_next().await.is_some() {} }).await;
+        let _ = tokio::time::timeout(Duration::from_secs(2), async {
+            while steps.join_next().await.is_some() {}
+        })
+        .await;
         steps.abort_all();
         while steps.join_next().await.is_some() {}
-        let ids: Vec<String> = worker.in_flight.lock().expect("in-flight lock").keys().cloned().collect();
-        tracing::warn!(count = ids.len(), "handing back steps that did not finish within the shutdown grace");
+        let ids: Vec<String> = worker
+            .in_flight
+            .lock()
+            .expect("in-flight lock")
+            .keys()
+            .cloned()
+            .collect();
+        tracing::warn!(
+            count = ids.len(),
+            "handing back steps that did not finish within the shutdown grace"
+        );
         hand_back_ids(&worker, ids).await;
     }
     background.cancel();
@@ -155,7 +178,12 @@ async fn hand_back(worker: &Worker, entries: Vec<Entry>) {
 async fn hand_back_ids(worker: &Worker, ids: Vec<String>) {
     // The ids' fields are needed to re-add them: claim them to ourselves to read them back.
     let mut entries = Vec::new();
-    if let Ok(claimed) = worker.engine.transport.reclaim(&worker.consumer, Duration::ZERO, 1000).await {
+    if let Ok(claimed) = worker
+        .engine
+        .transport
+        .reclaim(&worker.consumer, Duration::ZERO, 1000)
+        .await
+    {
         entries.extend(claimed.into_iter().filter(|e| ids.contains(&e.id)));
     }
     hand_back(worker, entries).await;
@@ -199,7 +227,12 @@ pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, reason: &str) {
     tracing::warn!(entry = %entry.id, reason, "dead-lettering a stream entry");
     let mut backoff = patient_backoff().take(20);
     loop {
-        match worker.engine.transport.dead_letter(&entry.id, &entry.fields, reason).await {
+        match worker
+            .engine
+            .transport
+            .dead_letter(&entry.id, &entry.fields, reason)
+            .await
+        {
             Ok(()) => break,
             Err(e) => match backoff.next() {
                 Some(d) => {
@@ -282,12 +315,21 @@ fn dependency_names(workflow: &Workflow, step: StepRef) -> Vec<&str> {
 
 /// The steps to publish again when a checkpointed step is delivered again: its successors
 /// that are ready (the delivery may be the retry of a publish that never happened).
-async fn successors_to_republish(worker: &Worker, workflow: &Workflow, msg: &Message, step: StepRef) -> Vec<Dispatch> {
+async fn successors_to_republish(
+    worker: &Worker,
+    workflow: &Workflow,
+    msg: &Message,
+    step: StepRef,
+) -> Vec<Dispatch> {
     let index = match step {
         StepRef::Graph(i) | StepRef::MapItem(i, _) => i,
         StepRef::Hook(_) => return Vec::new(),
     };
-    let mut names: Vec<String> = workflow.successors(index).iter().map(|&s| workflow.step(s).name.clone()).collect();
+    let mut names: Vec<String> = workflow
+        .successors(index)
+        .iter()
+        .map(|&s| workflow.step(s).name.clone())
+        .collect();
     if let StepRef::MapItem(..) = step {
         names = vec![workflow.step(index).name.clone()];
     }
@@ -301,7 +343,12 @@ async fn successors_to_republish(worker: &Worker, workflow: &Workflow, msg: &Mes
     .await
     .unwrap_or_default()
     .into_iter()
-    .map(|(step, attempt)| Dispatch { run_id: run, workflow: workflow.name().to_owned(), step, attempt })
+    .map(|(step, attempt)| Dispatch {
+        run_id: run,
+        workflow: workflow.name().to_owned(),
+        step,
+        attempt,
+    })
     .collect()
 }
 
@@ -312,24 +359,53 @@ async fn handle(worker: &Worker, entry: Entry) {
         Err(malformed) => return dead_letter(worker, &entry, &malformed.to_string()).await,
     };
     let Ok(workflow) = worker.engine.registry.get(&msg.workflow).cloned() else {
-        return dead_letter(worker, &entry, &format!("unknown workflow {:?}", msg.workflow)).await;
+        return dead_letter(
+            worker,
+            &entry,
+            &format!("unknown workflow {:?}", msg.workflow),
+        )
+        .await;
     };
     let Some(step) = workflow.resolve(&msg.step) else {
-        return dead_letter(worker, &entry, &format!("workflow {:?} has no step {:?}", msg.workflow, msg.step)).await;
+        return dead_letter(
+            worker,
+            &entry,
+            &format!("workflow {:?} has no step {:?}", msg.workflow, msg.step),
+        )
+        .await;
     };
     let deps = dependency_names(&workflow, step);
     let store = worker.engine.store.clone();
-    let Some(loaded) = patiently(worker, "loading a step", || store.load(msg.run_id, &msg.step, &deps)).await else {
+    let Some(loaded) = patiently(worker, "loading a step", || {
+        store.load(msg.run_id, &msg.step, &deps)
+    })
+    .await
+    else {
         return;
     };
     let Some(loaded) = loaded else {
         return dead_letter(worker, &entry, &format!("unknown run {}", msg.run_id)).await;
     };
     if loaded.workflow != msg.workflow {
-        return dead_letter(worker, &entry, &format!("run {} belongs to workflow {:?}", msg.run_id, loaded.workflow)).await;
+        return dead_letter(
+            worker,
+            &entry,
+            &format!(
+                "run {} belongs to workflow {:?}",
+                msg.run_id, loaded.workflow
+            ),
+        )
+        .await;
     }
     match loaded.step_status.as_deref() {
-        None => return dead_letter(worker, &entry, &format!("run {} has no step {:?} ready", msg.run_id, msg.step)).await,
+        None => {
+            return dead_letter(
+                worker,
+                &entry,
+                &format!("run {} has no step {:?} ready", msg.run_id, msg.step),
+            )
+            .await;
+        }
         Some("completed") => {
             // A duplicate delivery: the checkpoint stands; make sure the successors went out.
             let again = successors_to_republish(worker, &workflow, &msg, step).await;
@@ -349,7 +425,14 @@ async fn handle(worker: &Worker, entry: Entry) {
     execute(worker, &entry, &msg, &workflow, step, loaded).await;
 }
 
-async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workflow, step: StepRef, loaded: Loaded) {
+async fn execute(
+    worker: &Worker,
+    entry: &Entry,
+    msg: &Message,
+    workflow: &Workflow,
+    step: StepRef,
+    loaded: Loaded,
+) {
     let index = match step {
         StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i) => i,
     };
@@ -362,10 +445,16 @@ async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workf
         }
     };
     let cancel = worker.hard_stop.child_token();
-    worker.in_flight.lock().expect("in-flight lock").insert(entry.id.clone(), (msg.run_id, cancel.clone()));
+    worker
+        .in_flight
+        .lock()
+        .expect("in-flight lock")
+        .insert(entry.id.clone(), (msg.run_id, cancel.clone()));
     let started_at = Utc::now();
     let result = match values {
-        None => Err(StepError::fatal("step inputs are missing from the checkpoints")),
+        None => Err(StepError::fatal(
+            "step inputs are missing from the checkpoints",
+        )),
         Some(values) if loaded.version != workflow.version() => {
             drop(values);
             Err(StepError::fatal(format!(
@@ -392,11 +481,17 @@ async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workf
             let mut task = tokio::spawn(future);
             match tokio::time::timeout(def.options.timeout, &mut task).await {
                 Ok(Ok(result)) => result,
-                Ok(Err(join)) if join.is_panic() => Err(StepError::retryable(format!("step panicked: {}", panic_message(join)))),
+                Ok(Err(join)) if join.is_panic() => Err(StepError::retryable(format!(
+                    "step panicked: {}",
+                    panic_message(join)
+                ))),
                 Ok(Err(_)) => Err(StepError::retryable("step was aborted")),
                 Err(_) => {
                     task.abort();
-                    Err(StepError::retryable(format!("step timed out after {:?}", def.options.timeout)))
+                    Err(StepError::retryable(format!(
+                        "step timed out after {:?}",
+                        def.options.timeout
+                    )))
                 }
             }
         }
@@ -408,8 +503,18 @@ async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workf
     let store = worker.engine.store.clone();
     let outcome = match result {
         Ok(output) => {
-            let done = Completed { run_id: msg.run_id, step: msg.step.clone(), attempt: msg.attempt, output, started_at };
-            patiently(worker, "committing a checkpoint", || store.complete(workflow, &done)).await
+            let done = Completed {
+                run_id: msg.run_id,
+                step: msg.step.clone(),
+                attempt: msg.attempt,
+                output,
+                started_at,
+                worker: worker.consumer.clone(),
+            };
+            patiently(worker, "committing a checkpoint", || {
+                store.complete(workflow, &done)
+            })
+            .await
         }
         Err(error) => {
             let used = msg.attempt.saturating_sub(loaded.attempt_base);
@@ -425,22 +530,31 @@ async fn execute(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workf
                 started_at: Some(started_at),
                 retry_event: "step_retried",
             };
-            let outcome = patiently(worker, "recording a failure", || store.fail(workflow, &failure)).await;
+            let outcome = patiently(worker, "recording a failure", || {
+                store.fail(workflow, &failure)
+            })
+            .await;
             if retry_after.is_none() && matches!(outcome, Some(Some(_))) {
                 let reason = format!("step failed after {used} attempt(s): {}", error.message());
-                let _ = worker.engine.transport.dead_letter(&entry.id, &entry.fields, &reason).await;
+                let _ = worker
+                    .engine
+                    .transport
+                    .dead_letter(&entry.id, &entry.fields, &reason)
+                    .await;
             }
             outcome
         }
     };
-    worker.in_flight.lock().expect("in-flight lock").remove(&entry.id);
+    worker
+        .in_flight
+        .lock()
+        .expect("in-flight lock")
+        .remove(&entry.id);
     match outcome {
-        // Committed: publish what it readied, then acknowledge.
-        Some(Some(dispatch)) => {
-            if publish(worker, &dispatch).await {
-                ack(worker, &entry.id).await;
-            }
-        }
+        // Committed: publish what it readied, then acknowledge. (If publishing never
+        // succeeds, the entry stays pending: its redelivery re-publishes the successors.)
+        Some(Some(dispatch)) if publish(worker, &dispatch).await => ack(worker, &entry.id).await,
+        Some(Some(_)) => {}
         // Fenced: a newer attempt owns the step, or it is already checkpointed or cancelled.
         Some(None) => {
             tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
@@ -461,13 +575,19 @@ fn inputs(workflow: &Workflow, step: StepRef, loaded: &Loaded) -> Result<Vec<Val
                 Source::Input => Ok(loaded.run_input.clone()),
                 Source::Step(d) => {
                     let name = &workflow.step(*d).name;
-                    loaded.deps.get(name).cloned().ok_or_else(|| format!("no checkpoint of dependency {name:?}"))
+                    loaded
+                        .deps
+                        .get(name)
+                        .cloned()
+                        .ok_or_else(|| format!("no checkpoint of dependency {name:?}"))
                 }
             })
             .collect(),
-        StepRef::MapItem(..) | StepRef::Hook(_) => {
-            loaded.step_input.clone().map(|v| vec![v]).ok_or_else(|| "no stored input".to_owned())
-        }
+        StepRef::MapItem(..) | StepRef::Hook(_) => loaded
+            .step_input
+            .clone()
+            .map(|v| vec![v])
+            .ok_or_else(|| "no stored input".to_owned()),
     }
 }
 

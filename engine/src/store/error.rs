@@ -63,11 +63,18 @@ impl Error {
             _ => return false,
         };
         match source {
-            sqlx::Error::Io(_) | sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed | sqlx::Error::Tls(_) => true,
+            sqlx::Error::Io(_)
+            | sqlx::Error::PoolTimedOut
+            | sqlx::Error::PoolClosed
+            | sqlx::Error::Tls(_) => true,
             sqlx::Error::Protocol(_) | sqlx::Error::WorkerCrashed => true,
             sqlx::Error::Database(db) => {
                 let code = db.code().unwrap_or_default();
-                code.starts_with("08") || code.starts_with("57P") || code == "40001" || code == "40P01" || code == "53300"
+                code.starts_with("08")
+                    || code.starts_with("57P")
+                    || code == "40001"
+                    || code == "40P01"
+                    || code == "53300"
             }
             _ => false,
         }
@@ -102,8 +109,14 @@ pub(crate) fn redact_url(url: &str) -> String {
 mod tests {
     #[test]
     fn passwords_are_masked_in_urls() {
-        assert_eq!(super::redact_url("postgres://u:secret@h:5432/db"), "postgres://u:***@h:5432/db");
+        assert_eq!(
+            super::redact_url("postgres://u:secret@h:5432/db"),
+            "postgres://u:***@h:5432/db"
+        );
         assert_eq!(super::redact_url("postgres://u@h/db"), "postgres://u@h/db");
-        assert_eq!(super::redact_url("redis://:pw@h:6379"), "redis://:***@h:6379");
+        assert_eq!(
+            super::redact_url("redis://:pw@h:6379"),
+            "redis://:***@h:6379"
+        );
     }
 }

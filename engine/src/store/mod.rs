@@ -14,7 +14,8 @@ mod postgres;
 pub use error::Error;
 pub(crate) use error::redact_url; // also used by the transport
 pub use postgres::{
-    Completed, Dispatch, EventRow, Failure, Loaded, NewRun, RunStatus, RunView, StartedRun, StepView, Store,
+    Completed, Dispatch, EventRow, Failure, Loaded, NewRun, RunStatus, RunView, StartedRun,
+    StepView, Store,
 };
 
 #[allow(unused_imports)]

@@ -76,7 +76,12 @@ impl RunStatus {
             "succeeded" => Self::Succeeded,
             "failed" => Self::Failed,
             "cancelled" => Self::Cancelled,
-            other => return Err(Error::Corrupt { what: "tributary_runs.status", problem: other.to_owned() }),
+            other => {
+                return Err(Error::Corrupt {
+                    what: "tributary_runs.status",
+                    problem: other.to_owned(),
+                });
+            }
         })
     }
 
@@ -138,6 +143,8 @@ pub struct Completed {
     pub output: Value,
     /// When the attempt started.
     pub started_at: DateTime<Utc>,
+    /// The consumer that ran it, for the audit trail.
+    pub worker: String,
 }
 
 /// A failed attempt to record.
@@ -235,15 +242,24 @@ impl Store {
     ///
     /// # Errors
     /// [`Error::InvalidUrl`] or [`Error::Connect`].
-    pub async fn connect(url: &str, max_connections: u32, connect_timeout: Duration) -> Result<Self, Error> {
-        let options: PgConnectOptions =
-            url.parse().map_err(|source| Error::InvalidUrl { url: redact_url(url), source })?;
+    pub async fn connect(
+        url: &str,
+        max_connections: u32,
+        connect_timeout: Duration,
+    ) -> Result<Self, Error> {
+        let options: PgConnectOptions = url.parse().map_err(|source| Error::InvalidUrl {
+            url: redact_url(url),
+            source,
+        })?;
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
             .connect_with(options)
             .await
-            .map_err(|source| Error::Connect { url: redact_url(url), source })?;
+            .map_err(|source| Error::Connect {
+                url: redact_url(url),
+                source,
+            })?;
         Ok(Self { pool })
     }
 
@@ -267,7 +283,11 @@ impl Store {
     ///
     /// # Errors
     /// A query error.
-    pub async fn start_runs(&self, runs: &[NewRun], handoff_grace: Duration) -> Result<Vec<StartedRun>, Error> {
+    pub async fn start_runs(
+        &self,
+        runs: &[NewRun],
+        handoff_grace: Duration,
+    ) -> Result<Vec<StartedRun>, Error> {
         let mut tx = self.pool.begin().await.op("begin start")?;
         let mut started = Vec::with_capacity(runs.len());
         for run in runs {
@@ -292,7 +312,11 @@ impl Store {
                 .fetch_one(&mut *tx)
                 .await
                 .op("find run by idempotency key")?;
-                started.push(StartedRun { run_id: RunId(existing), created: false, dispatch: Vec::new() });
+                started.push(StartedRun {
+                    run_id: RunId(existing),
+                    created: false,
+                    dispatch: Vec::new(),
+                });
                 continue;
             }
             sqlx::query(
@@ -309,9 +333,18 @@ impl Store {
             let dispatch = run
                 .roots
                 .iter()
-                .map(|step| Dispatch { run_id: run.run_id, workflow: run.workflow.clone(), step: step.clone(), attempt: 1 })
+                .map(|step| Dispatch {
+                    run_id: run.run_id,
+                    workflow: run.workflow.clone(),
+                    step: step.clone(),
+                    attempt: 1,
+                })
                 .collect();
-            started.push(StartedRun { run_id: run.run_id, created: true, dispatch });
+            started.push(StartedRun {
+                run_id: run.run_id,
+                created: true,
+                dispatch,
+            });
         }
         tx.commit().await.op("commit start")?;
         Ok(started)
@@ -372,7 +405,11 @@ impl Store {
     ///
     /// # Errors
     /// A query error.
-    pub async fn ready_steps(&self, after: Option<&Dispatch>, limit: i64) -> Result<Vec<Dispatch>, Error> {
+    pub async fn ready_steps(
+        &self,
+        after: Option<&Dispatch>,
+        limit: i64,
+    ) -> Result<Vec<Dispatch>, Error> {
         let (run, step) = match after {
             Some(d) => (d.run_id.0, d.step.clone()),
             None => (uuid::Uuid::nil(), String::new()),
@@ -400,7 +437,12 @@ impl Store {
     ///
     /// # Errors
     /// A query error.
-    pub async fn load(&self, run_id: RunId, step: &str, deps: &[&str]) -> Result<Option<Loaded>, Error> {
+    pub async fn load(
+        &self,
+        run_id: RunId,
+        step: &str,
+        deps: &[&str],
+    ) -> Result<Option<Loaded>, Error> {
         let row = sqlx::query(
             "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
                     s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input,
@@ -428,8 +470,14 @@ impl Store {
             run_status: RunStatus::parse(row.try_get("run_status").op("load step")?)?,
             run_input: row.try_get("run_input").op("load step")?,
             step_status: row.try_get("step_status").op("load step")?,
-            attempt: row.try_get::<Option<i32>, _>("attempt").op("load step")?.unwrap_or(0) as Attempt,
-            attempt_base: row.try_get::<Option<i32>, _>("attempt_base").op("load step")?.unwrap_or(0) as Attempt,
+            attempt: row
+                .try_get::<Option<i32>, _>("attempt")
+                .op("load step")?
+                .unwrap_or(0) as Attempt,
+            attempt_base: row
+                .try_get::<Option<i32>, _>("attempt_base")
+                .op("load step")?
+                .unwrap_or(0) as Attempt,
             step_input: row.try_get("step_input").op("load step")?,
             deps,
         }))
@@ -441,7 +489,11 @@ impl Store {
     ///
     /// # Errors
     /// A query error; nothing is committed then.
-    pub async fn complete(&self, workflow: &Workflow, done: &Completed) -> Result<Option<Vec<Dispatch>>, Error> {
+    pub async fn complete(
+        &self,
+        workflow: &Workflow,
+        done: &Completed,
+    ) -> Result<Option<Vec<Dispatch>>, Error> {
         let mut tx = self.pool.begin().await.op("begin checkpoint")?;
         let run_status = lock_run(&mut tx, done.run_id).await?;
         let updated = sqlx::query(
@@ -460,12 +512,20 @@ impl Store {
         if updated.rows_affected() == 0 {
             return Ok(None);
         }
-        event(&mut tx, done.run_id, Some(&done.step), Some(done.attempt), "step_completed", None).await?;
+        event(
+            &mut tx,
+            done.run_id,
+            Some(&done.step),
+            Some(done.attempt),
+            "step_completed",
+            Some(&done.worker),
+        )
+        .await?;
         let mut dispatch = Vec::new();
-        if run_status == Some(RunStatus::Running) {
-            if let Some(step) = workflow.resolve(&done.step) {
-                advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?;
-            }
+        if run_status == Some(RunStatus::Running)
+            && let Some(step) = workflow.resolve(&done.step)
+        {
+            advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?;
         }
         tx.commit().await.op("commit checkpoint")?;
         Ok(Some(dispatch))
@@ -476,7 +536,11 @@ impl Store {
     ///
     /// # Errors
     /// A query error; nothing is committed then.
-    pub async fn fail(&self, workflow: &Workflow, failure: &Failure) -> Result<Option<Vec<Dispatch>>, Error> {
+    pub async fn fail(
+        &self,
+        workflow: &Workflow,
+        failure: &Failure,
+    ) -> Result<Option<Vec<Dispatch>>, Error> {
         let mut tx = self.pool.begin().await.op("begin failure")?;
         let run_status = lock_run(&mut tx, failure.run_id).await?;
         let mut dispatch = Vec::new();
@@ -497,9 +561,20 @@ impl Store {
             if updated.rows_affected() == 0 {
                 return Ok(None);
             }
-            let detail = format!("{} (next attempt in {:.1}s)", failure.error, delay.as_secs_f64());
-            event(&mut tx, failure.run_id, Some(&failure.step), Some(failure.attempt), failure.retry_event, Some(&detail))
-                .await?;
+            let detail = format!(
+                "{} (next attempt in {:.1}s)",
+                failure.error,
+                delay.as_secs_f64()
+            );
+            event(
+                &mut tx,
+                failure.run_id,
+                Some(&failure.step),
+                Some(failure.attempt),
+                failure.retry_event,
+                Some(&detail),
+            )
+            .await?;
         } else {
             let updated = sqlx::query(
                 "UPDATE tributary_steps SET status = 'failed', error = $4, due_at = NULL,
@@ -517,12 +592,28 @@ impl Store {
             if updated.rows_affected() == 0 {
                 return Ok(None);
             }
-            event(&mut tx, failure.run_id, Some(&failure.step), Some(failure.attempt), "step_failed", Some(&failure.error))
-                .await?;
+            event(
+                &mut tx,
+                failure.run_id,
+                Some(&failure.step),
+                Some(failure.attempt),
+                "step_failed",
+                Some(&failure.error),
+            )
+            .await?;
             let is_hook = matches!(workflow.resolve(&failure.step), Some(StepRef::Hook(_)));
             if run_status == Some(RunStatus::Running) && !is_hook {
                 let error = format!("step {} failed: {}", failure.step, failure.error);
-                finish_run(&mut tx, workflow, failure.run_id, RunStatus::Failed, None, Some(error), &mut dispatch).await?;
+                finish_run(
+                    &mut tx,
+                    workflow,
+                    failure.run_id,
+                    RunStatus::Failed,
+                    None,
+                    Some(error),
+                    &mut dispatch,
+                )
+                .await?;
             }
         }
         tx.commit().await.op("commit failure")?;
@@ -536,7 +627,9 @@ impl Store {
     /// [`Error::UnknownRun`] or a query error.
     pub async fn cancel(&self, run_id: RunId) -> Result<bool, Error> {
         let mut tx = self.pool.begin().await.op("begin cancel")?;
-        let status = lock_run(&mut tx, run_id).await?.ok_or(Error::UnknownRun(run_id))?;
+        let status = lock_run(&mut tx, run_id)
+            .await?
+            .ok_or(Error::UnknownRun(run_id))?;
         if status != RunStatus::Running {
             return Ok(false);
         }
@@ -569,9 +662,15 @@ impl Store {
     /// query error.
     pub async fn retry(&self, workflow: &Workflow, run_id: RunId) -> Result<(), Error> {
         let mut tx = self.pool.begin().await.op("begin retry")?;
-        let status = lock_run(&mut tx, run_id).await?.ok_or(Error::UnknownRun(run_id))?;
+        let status = lock_run(&mut tx, run_id)
+            .await?
+            .ok_or(Error::UnknownRun(run_id))?;
         if !matches!(status, RunStatus::Failed | RunStatus::Cancelled) {
-            return Err(Error::InvalidState { run: run_id, status: status.to_string(), what: "only a failed or cancelled run can be retried" });
+            return Err(Error::InvalidState {
+                run: run_id,
+                status: status.to_string(),
+                what: "only a failed or cancelled run can be retried",
+            });
         }
         sqlx::query(
             "UPDATE tributary_runs SET status = 'running', error = NULL, finished_at = NULL, updated_at = now()
@@ -763,11 +862,12 @@ fn dispatch_row(row: &sqlx::postgres::PgRow) -> Result<Dispatch, Error> {
 /// steps takes this lock first, so concurrent completions of a fan-in's dependencies see each
 /// other and exactly one of them readies the fan-in step.
 async fn lock_run(tx: &mut PgConnection, run_id: RunId) -> Result<Option<RunStatus>, Error> {
-    let status: Option<String> = sqlx::query_scalar("SELECT status FROM tributary_runs WHERE run_id = $1 FOR UPDATE")
-        .bind(run_id.0)
-        .fetch_optional(&mut *tx)
-        .await
-        .op("lock run")?;
+    let status: Option<String> =
+        sqlx::query_scalar("SELECT status FROM tributary_runs WHERE run_id = $1 FOR UPDATE")
+            .bind(run_id.0)
+            .fetch_optional(&mut *tx)
+            .await
+            .op("lock run")?;
     status.as_deref().map(RunStatus::parse).transpose()
 }
 
@@ -814,14 +914,18 @@ async fn advance(
             StepRef::Graph(index) => index,
         };
         let around = workflow.names_around(index);
-        let rows: Vec<(String, String)> =
-            sqlx::query_as("SELECT step, status FROM tributary_steps WHERE run_id = $1 AND step = ANY($2)")
-                .bind(run_id.0)
-                .bind(&around)
-                .fetch_all(&mut *tx)
-                .await
-                .op("read successor state")?;
-        let status: HashMap<&str, &str> = rows.iter().map(|(s, st)| (s.as_str(), st.as_str())).collect();
+        let rows: Vec<(String, String)> = sqlx::query_as(
+            "SELECT step, status FROM tributary_steps WHERE run_id = $1 AND step = ANY($2)",
+        )
+        .bind(run_id.0)
+        .bind(&around)
+        .fetch_all(&mut *tx)
+        .await
+        .op("read successor state")?;
+        let status: HashMap<&str, &str> = rows
+            .iter()
+            .map(|(s, st)| (s.as_str(), st.as_str()))
+            .collect();
         for &next in workflow.successors(index) {
             let def = workflow.step(next);
             if status.contains_key(def.name.as_str()) {
@@ -829,7 +933,9 @@ async fn advance(
             }
             let all_done = def.deps.iter().all(|d| match d {
                 Source::Input => true,
-                Source::Step(d) => status.get(workflow.step(*d).name.as_str()) == Some(&"completed"),
+                Source::Step(d) => {
+                    status.get(workflow.step(*d).name.as_str()) == Some(&"completed")
+                }
             });
             if !all_done {
                 continue;
@@ -847,7 +953,12 @@ async fn advance(
                 .execute(&mut *tx)
                 .await
                 .op("ready step")?;
-                dispatch.push(Dispatch { run_id, workflow: workflow.name().to_owned(), step: def.name.clone(), attempt: 1 });
+                dispatch.push(Dispatch {
+                    run_id,
+                    workflow: workflow.name().to_owned(),
+                    step: def.name.clone(),
+                    attempt: 1,
+                });
             }
         }
         if workflow.successors(index).is_empty() {
@@ -868,20 +979,28 @@ async fn expand_map(
 ) -> Result<bool, Error> {
     let def = workflow.step(map);
     let Some(Source::Step(source)) = def.deps.first().copied() else {
-        return Err(Error::Corrupt { what: "map step", problem: format!("{} has no source step", def.name) });
+        return Err(Error::Corrupt {
+            what: "map step",
+            problem: format!("{} has no source step", def.name),
+        });
     };
-    let list: Value = sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
-        .bind(run_id.0)
-        .bind(&workflow.step(source).name)
-        .fetch_one(&mut *tx)
-        .await
-        .op("read map list")?;
+    let list: Value =
+        sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
+            .bind(run_id.0)
+            .bind(&workflow.step(source).name)
+            .fetch_one(&mut *tx)
+            .await
+            .op("read map list")?;
     let items = match list {
         Value::Array(items) => items,
         other => {
             return Err(Error::Corrupt {
                 what: "map step input",
-                problem: format!("{} expected a list from {}, got {other}", def.name, workflow.step(source).name),
+                problem: format!(
+                    "{} expected a list from {}, got {other}",
+                    def.name,
+                    workflow.step(source).name
+                ),
             });
         }
     };
@@ -903,7 +1022,9 @@ async fn expand_map(
         .execute(&mut *tx)
         .await
         .op("expand map")?;
-    let names: Vec<String> = (0..items.len()).map(|i| workflow.item_name(map, i)).collect();
+    let names: Vec<String> = (0..items.len())
+        .map(|i| workflow.item_name(map, i))
+        .collect();
     let indexes: Vec<i32> = (0..items.len() as i32).collect();
     sqlx::query(
         "INSERT INTO tributary_steps (run_id, step, status, parent, item_index, input)
@@ -918,12 +1039,22 @@ async fn expand_map(
     .execute(&mut *tx)
     .await
     .op("insert map items")?;
-    dispatch.extend(names.into_iter().map(|step| Dispatch { run_id, workflow: workflow.name().to_owned(), step, attempt: 1 }));
+    dispatch.extend(names.into_iter().map(|step| Dispatch {
+        run_id,
+        workflow: workflow.name().to_owned(),
+        step,
+        attempt: 1,
+    }));
     Ok(false)
 }
 
 /// Completes a map step once all its items have completed. Returns whether it did.
-async fn join_map(tx: &mut PgConnection, workflow: &Workflow, run_id: RunId, map: usize) -> Result<bool, Error> {
+async fn join_map(
+    tx: &mut PgConnection,
+    workflow: &Workflow,
+    run_id: RunId,
+    map: usize,
+) -> Result<bool, Error> {
     let name = &workflow.step(map).name;
     let (pending, outputs): (i64, Option<Value>) = sqlx::query_as(
         "SELECT count(*) FILTER (WHERE status <> 'completed'), jsonb_agg(output ORDER BY item_index)
@@ -948,7 +1079,15 @@ async fn join_map(tx: &mut PgConnection, workflow: &Workflow, run_id: RunId, map
     .await
     .op("join map")?;
     if joined.rows_affected() > 0 {
-        event(tx, run_id, Some(name), None, "step_completed", Some("all items completed")).await?;
+        event(
+            tx,
+            run_id,
+            Some(name),
+            None,
+            "step_completed",
+            Some("all items completed"),
+        )
+        .await?;
     }
     Ok(joined.rows_affected() > 0)
 }
@@ -959,7 +1098,10 @@ async fn finish_if_done(
     run_id: RunId,
     dispatch: &mut Vec<Dispatch>,
 ) -> Result<(), Error> {
-    let names: Vec<&str> = workflow.graph_steps().map(|(_, s)| s.name.as_str()).collect();
+    let names: Vec<&str> = workflow
+        .graph_steps()
+        .map(|(_, s)| s.name.as_str())
+        .collect();
     let done: i64 = sqlx::query_scalar(
         "SELECT count(*) FROM tributary_steps WHERE run_id = $1 AND step = ANY($2) AND status = 'completed'",
     )
@@ -977,14 +1119,25 @@ async fn finish_if_done(
             .fetch_one(&mut *tx)
             .await
             .op("read run output")?,
-        Source::Step(i) => sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
-            .bind(run_id.0)
-            .bind(&workflow.step(i).name)
-            .fetch_one(&mut *tx)
-            .await
-            .op("read run output")?,
+        Source::Step(i) => {
+            sqlx::query_scalar("SELECT output FROM tributary_steps WHERE run_id = $1 AND step = $2")
+                .bind(run_id.0)
+                .bind(&workflow.step(i).name)
+                .fetch_one(&mut *tx)
+                .await
+                .op("read run output")?
+        }
     };
-    finish_run(tx, workflow, run_id, RunStatus::Succeeded, Some(output), None, dispatch).await
+    finish_run(
+        tx,
+        workflow,
+        run_id,
+        RunStatus::Succeeded,
+        Some(output),
+        None,
+        dispatch,
+    )
+    .await
 }
 
 async fn finish_run(
@@ -1007,12 +1160,28 @@ async fn finish_run(
     .execute(&mut *tx)
     .await
     .op("finish run")?;
-    let kind = if status == RunStatus::Succeeded { "run_succeeded" } else { "run_failed" };
+    let kind = if status == RunStatus::Succeeded {
+        "run_succeeded"
+    } else {
+        "run_failed"
+    };
     event(tx, run_id, None, None, kind, error.as_deref()).await?;
-    let hook = if status == RunStatus::Succeeded { ON_SUCCESS } else { ON_FAILURE };
+    let hook = if status == RunStatus::Succeeded {
+        ON_SUCCESS
+    } else {
+        ON_FAILURE
+    };
     if workflow.hook(hook).is_some() {
-        let outcome = RunOutcome { run_id, workflow: workflow.name().to_owned(), output, error };
-        let input = serde_json::to_value(&outcome).map_err(|e| Error::Corrupt { what: "run outcome", problem: e.to_string() })?;
+        let outcome = RunOutcome {
+            run_id,
+            workflow: workflow.name().to_owned(),
+            output,
+            error,
+        };
+        let input = serde_json::to_value(&outcome).map_err(|e| Error::Corrupt {
+            what: "run outcome",
+            problem: e.to_string(),
+        })?;
         // A retried run that ends again runs its hook again, as a new attempt.
         let attempt: i32 = sqlx::query_scalar(
             "INSERT INTO tributary_steps (run_id, step, status, input) VALUES ($1, $2, 'ready', $3)
@@ -1027,7 +1196,12 @@ async fn finish_run(
         .fetch_one(&mut *tx)
         .await
         .op("ready hook")?;
-        dispatch.push(Dispatch { run_id, workflow: workflow.name().to_owned(), step: hook.to_owned(), attempt: attempt as Attempt });
+        dispatch.push(Dispatch {
+            run_id,
+            workflow: workflow.name().to_owned(),
+            step: hook.to_owned(),
+            attempt: attempt as Attempt,
+        });
     }
     Ok(())
 }
@@ -1038,7 +1212,11 @@ impl Store {
     ///
     /// # Errors
     /// A query error.
-    pub async fn ready_successors(&self, run_id: RunId, names: &[String]) -> Result<Vec<(String, Attempt)>, Error> {
+    pub async fn ready_successors(
+        &self,
+        run_id: RunId,
+        names: &[String],
+    ) -> Result<Vec<(String, Attempt)>, Error> {
         let rows: Vec<(String, i32)> = sqlx::query_as(
             "SELECT step, attempt FROM tributary_steps
              WHERE run_id = $1 AND status = 'ready' AND (step = ANY($2) OR parent = ANY($2))",

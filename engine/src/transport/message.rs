@@ -45,13 +45,19 @@ impl Message {
     /// [`Malformed`] naming the first missing or invalid field.
     pub fn from_fields(fields: &[(String, String)]) -> Result<Self, Malformed> {
         let get = |name: &str| {
-            fields.iter().find(|(k, _)| k == name).map(|(_, v)| v.as_str()).ok_or_else(|| Malformed(format!("missing field {name:?}")))
+            fields
+                .iter()
+                .find(|(k, _)| k == name)
+                .map(|(_, v)| v.as_str())
+                .ok_or_else(|| Malformed(format!("missing field {name:?}")))
         };
         let version = get("v")?;
         if version != FORMAT_VERSION {
             return Err(Malformed(format!("unsupported format version {version:?}")));
         }
-        let run_id = get("run")?.parse().map_err(|e| Malformed(format!("field \"run\" is not a run id: {e}")))?;
+        let run_id = get("run")?
+            .parse()
+            .map_err(|e| Malformed(format!("field \"run\" is not a run id: {e}")))?;
         let workflow = get("wf")?.to_owned();
         let step = get("step")?.to_owned();
         if workflow.is_empty() || step.is_empty() {
@@ -62,13 +68,23 @@ impl Message {
             .ok()
             .filter(|a| *a >= 1)
             .ok_or_else(|| Malformed("field \"att\" is not an attempt number".into()))?;
-        Ok(Self { run_id, workflow, step, attempt })
+        Ok(Self {
+            run_id,
+            workflow,
+            step,
+            attempt,
+        })
     }
 }
 
 impl From<&Dispatch> for Message {
     fn from(d: &Dispatch) -> Self {
-        Self { run_id: d.run_id, workflow: d.workflow.clone(), step: d.step.clone(), attempt: d.attempt }
+        Self {
+            run_id: d.run_id,
+            workflow: d.workflow.clone(),
+            step: d.step.clone(),
+            attempt: d.attempt,
+        }
     }
 }
 
@@ -77,24 +93,45 @@ mod tests {
     use super::*;
 
     fn fields(m: &Message) -> Vec<(String, String)> {
-        m.to_fields().into_iter().map(|(k, v)| (k.to_owned(), v)).collect()
+        m.to_fields()
+            .into_iter()
+            .map(|(k, v)| (k.to_owned(), v))
+            .collect()
     }
 
     #[test]
     fn a_message_survives_its_wire_format() {
-        let m = Message { run_id: RunId::new(), workflow: "demo".into(), step: "square[3]".into(), attempt: 2 };
+        let m = Message {
+            run_id: RunId::new(),
+            workflow: "demo".into(),
+            step: "square[3]".into(),
+            attempt: 2,
+        };
         assert_eq!(Message::from_fields(&fields(&m)).unwrap(), m);
     }
 
     #[test]
     fn malformed_entries_name_the_problem() {
-        let m = Message { run_id: RunId::new(), workflow: "demo".into(), step: "a".into(), attempt: 1 };
+        let m = Message {
+            run_id: RunId::new(),
+            workflow: "demo".into(),
+            step: "a".into(),
+            attempt: 1,
+        };
         let mut f = fields(&m);
         f.retain(|(k, _)| k != "run");
-        assert_eq!(Message::from_fields(&f).unwrap_err().0, "missing field \"run\"");
+        assert_eq!(
+            Message::from_fields(&f).unwrap_err().0,
+            "missing field \"run\""
+        );
         let mut f = fields(&m);
         f[1].1 = "not-a-uuid".into();
-        assert!(Message::from_fields(&f).unwrap_err().0.contains("not a run id"));
+        assert!(
+            Message::from_fields(&f)
+                .unwrap_err()
+                .0
+                .contains("not a run id")
+        );
         let mut f = fields(&m);
         f[4].1 = "0".into();
         assert!(Message::from_fields(&f).unwrap_err().0.contains("attempt"));

@@ -82,7 +82,10 @@ pub struct Transport {
 
 impl std::fmt::Debug for Transport {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Transport").field("url", &redact_url(&self.config.url)).field("keys", &self.keys).finish()
+        f.debug_struct("Transport")
+            .field("url", &redact_url(&self.config.url))
+            .field("keys", &self.keys)
+            .finish()
     }
 }
 
@@ -92,18 +95,29 @@ fn cmd(name: &'static str) -> CustomCommand {
 
 fn command_error(command: &'static str, stream: &str, source: fred::error::Error) -> Error {
     if source.details().contains("NOGROUP") {
-        Error::NoGroup { stream: stream.to_owned() }
+        Error::NoGroup {
+            stream: stream.to_owned(),
+        }
     } else {
         Error::Command { command, source }
     }
 }
 
-async fn connect(config: &TransportConfig, extra_timeout: Duration) -> Result<fred::clients::Client, Error> {
+async fn connect(
+    config: &TransportConfig,
+    extra_timeout: Duration,
+) -> Result<fred::clients::Client, Error> {
     let url = redact_url(&config.url);
     if !(config.url.starts_with("redis://") || config.url.starts_with("rediss://")) {
-        return Err(Error::InvalidUrl { url, problem: "the scheme must be redis:// or rediss://".into() });
+        return Err(Error::InvalidUrl {
+            url,
+            problem: "the scheme must be redis:// or rediss://".into(),
+        });
     }
-    let fred_config = Config::from_url(&config.url).map_err(|e| Error::InvalidUrl { url: url.clone(), problem: e.details().to_owned() })?;
+    let fred_config = Config::from_url(&config.url).map_err(|e| Error::InvalidUrl {
+        url: url.clone(),
+        problem: e.details().to_owned(),
+    })?;
     let command_timeout = config.command_timeout + extra_timeout;
     let connect_timeout = config.connect_timeout;
     let client = Builder::from_config(fred_config)
@@ -117,13 +131,22 @@ async fn connect(config: &TransportConfig, extra_timeout: Duration) -> Result<fr
         // Reconnect forever: a worker outlives a Redis restart (0 = no attempt limit).
         .set_policy(ReconnectPolicy::new_exponential(0, 50, 2_000, 2))
         .build()
-        .map_err(|e| Error::InvalidUrl { url: url.clone(), problem: e.details().to_owned() })?;
+        .map_err(|e| Error::InvalidUrl {
+            url: url.clone(),
+            problem: e.details().to_owned(),
+        })?;
     match tokio::time::timeout(connect_timeout, client.init()).await {
         Ok(Ok(_handle)) => Ok(client),
-        Ok(Err(e)) => Err(Error::Connect { url, problem: e.details().to_owned() }),
+        Ok(Err(e)) => Err(Error::Connect {
+            url,
+            problem: e.details().to_owned(),
+        }),
         Err(_) => {
             let _ = client.quit().await;
-            Err(Error::Connect { url, problem: format!("no connection within {connect_timeout:?}") })
+            Err(Error::Connect {
+                url,
+                problem: format!("no connection within {connect_timeout:?}"),
+            })
         }
     }
 }
@@ -144,11 +167,20 @@ fn parse_entries(command: &'static str, value: Value) -> Result<Vec<Entry>, Erro
         }
         let mut parts = item.into_array().into_iter();
         let (Some(id), Some(fields)) = (parts.next(), parts.next()) else {
-            return Err(Error::Reply { command, problem: "an entry is not [id, fields]".into() });
+            return Err(Error::Reply {
+                command,
+                problem: "an entry is not [id, fields]".into(),
+            });
         };
         let flat = fields.into_array();
-        let fields = flat.chunks(2).map(|kv| (text(&kv[0]), kv.get(1).map(text).unwrap_or_default())).collect();
-        entries.push(Entry { id: text(&id), fields });
+        let fields = flat
+            .chunks(2)
+            .map(|kv| (text(&kv[0]), kv.get(1).map(text).unwrap_or_default()))
+            .collect();
+        entries.push(Entry {
+            id: text(&id),
+            fields,
+        });
     }
     Ok(entries)
 }
@@ -162,7 +194,11 @@ impl Transport {
     pub async fn connect(config: TransportConfig) -> Result<Self, Error> {
         let client = connect(&config, Duration::ZERO).await?;
         let keys = Keys::new(&config.prefix);
-        Ok(Self { client, config, keys })
+        Ok(Self {
+            client,
+            config,
+            keys,
+        })
     }
 
     /// The deployment's keys.
@@ -176,7 +212,12 @@ impl Transport {
     /// As [`Transport::connect`].
     pub async fn reader(&self, consumer: &str, block: Duration) -> Result<Reader, Error> {
         let client = connect(&self.config, block).await?;
-        Ok(Reader { client, keys: self.keys.clone(), consumer: consumer.to_owned(), block })
+        Ok(Reader {
+            client,
+            keys: self.keys.clone(),
+            consumer: consumer.to_owned(),
+            block,
+        })
     }
 
     /// Creates the stream and its consumer group if missing (idempotent). The group starts at
@@ -185,11 +226,27 @@ impl Transport {
     /// # Errors
     /// A command error other than "group exists".
     pub async fn ensure_group(&self) -> Result<(), Error> {
-        let args = vec![Value::from("CREATE"), self.keys.steps.as_str().into(), self.keys.group.as_str().into(), "0".into(), "MKSTREAM".into()];
-        match self.client.custom::<Value, Value>(CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false), args).await {
+        let args = vec![
+            Value::from("CREATE"),
+            self.keys.steps.as_str().into(),
+            self.keys.group.as_str().into(),
+            "0".into(),
+            "MKSTREAM".into(),
+        ];
+        match self
+            .client
+            .custom::<Value, Value>(
+                CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false),
+                args,
+            )
+            .await
+        {
             Ok(_) => Ok(()),
             Err(e) if e.details().contains("BUSYGROUP") => Ok(()),
-            Err(e) => Err(Error::Command { command: "XGROUP CREATE", source: e }),
+            Err(e) => Err(Error::Command {
+                command: "XGROUP CREATE",
+                source: e,
+            }),
         }
     }
 
@@ -208,9 +265,18 @@ impl Transport {
                 args.push(k.into());
                 args.push(v.into());
             }
-            let _: () = pipeline.custom(cmd("XADD"), args).await.map_err(|e| Error::Command { command: "XADD", source: e })?;
+            let _: () = pipeline
+                .custom(cmd("XADD"), args)
+                .await
+                .map_err(|e| Error::Command {
+                    command: "XADD",
+                    source: e,
+                })?;
         }
-        let ids: Vec<Value> = pipeline.all().await.map_err(|e| Error::Command { command: "XADD", source: e })?;
+        let ids: Vec<Value> = pipeline.all().await.map_err(|e| Error::Command {
+            command: "XADD",
+            source: e,
+        })?;
         Ok(ids.iter().map(text).collect())
     }
 
@@ -225,7 +291,14 @@ impl Transport {
                 args.push(k.as_str().into());
                 args.push(v.as_str().into());
             }
-            let _: Value = self.client.custom(cmd("XADD"), args).await.map_err(|e| Error::Command { command: "XADD", source: e })?;
+            let _: Value =
+                self.client
+                    .custom(cmd("XADD"), args)
+                    .await
+                    .map_err(|e| Error::Command {
+                        command: "XADD",
+                        source: e,
+                    })?;
         }
         Ok(())
     }
@@ -238,9 +311,16 @@ impl Transport {
         if ids.is_empty() {
             return Ok(0);
         }
-        let mut args: Vec<Value> = vec![self.keys.steps.as_str().into(), self.keys.group.as_str().into()];
+        let mut args: Vec<Value> = vec![
+            self.keys.steps.as_str().into(),
+            self.keys.group.as_str().into(),
+        ];
         args.extend(ids.iter().map(|id| Value::from(id.as_str())));
-        let n: Value = self.client.custom(cmd("XACK"), args).await.map_err(|e| command_error("XACK", &self.keys.steps, e))?;
+        let n: Value = self
+            .client
+            .custom(cmd("XACK"), args)
+            .await
+            .map_err(|e| command_error("XACK", &self.keys.steps, e))?;
         Ok(n.as_i64().unwrap_or(0) as u64)
     }
 
@@ -253,11 +333,19 @@ impl Transport {
         if ids.is_empty() {
             return Ok(());
         }
-        let mut args: Vec<Value> =
-            vec![self.keys.steps.as_str().into(), self.keys.group.as_str().into(), consumer.into(), "0".into()];
+        let mut args: Vec<Value> = vec![
+            self.keys.steps.as_str().into(),
+            self.keys.group.as_str().into(),
+            consumer.into(),
+            "0".into(),
+        ];
         args.extend(ids.iter().map(|id| Value::from(id.as_str())));
         args.push("JUSTID".into());
-        let _: Value = self.client.custom(cmd("XCLAIM"), args).await.map_err(|e| command_error("XCLAIM", &self.keys.steps, e))?;
+        let _: Value = self
+            .client
+            .custom(cmd("XCLAIM"), args)
+            .await
+            .map_err(|e| command_error("XCLAIM", &self.keys.steps, e))?;
         Ok(())
     }
 
@@ -267,7 +355,12 @@ impl Transport {
     ///
     /// # Errors
     /// A command error.
-    pub async fn reclaim(&self, consumer: &str, min_idle: Duration, count: usize) -> Result<Vec<Entry>, Error> {
+    pub async fn reclaim(
+        &self,
+        consumer: &str,
+        min_idle: Duration,
+        count: usize,
+    ) -> Result<Vec<Entry>, Error> {
         let args: Vec<Value> = vec![
             self.keys.steps.as_str().into(),
             self.keys.group.as_str().into(),
@@ -277,14 +370,23 @@ impl Transport {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        let reply: Value =
-            self.client.custom(cmd("XAUTOCLAIM"), args).await.map_err(|e| command_error("XAUTOCLAIM", &self.keys.steps, e))?;
+        let reply: Value = self
+            .client
+            .custom(cmd("XAUTOCLAIM"), args)
+            .await
+            .map_err(|e| command_error("XAUTOCLAIM", &self.keys.steps, e))?;
         let mut parts = reply.into_array().into_iter();
         let _cursor = parts.next();
         let entries = parse_entries("XAUTOCLAIM", parts.next().unwrap_or(Value::Null))?;
-        let deleted: Vec<String> = parts.next().map(|d| d.into_array().iter().map(text).collect()).unwrap_or_default();
+        let deleted: Vec<String> = parts
+            .next()
+            .map(|d| d.into_array().iter().map(text).collect())
+            .unwrap_or_default();
         if !deleted.is_empty() {
-            tracing::warn!(count = deleted.len(), "pending entries were deleted from the stream before delivery; PostgreSQL recovery re-publishes their steps");
+            tracing::warn!(
+                count = deleted.len(),
+                "pending entries were deleted from the stream before delivery; PostgreSQL recovery re-publishes their steps"
+            );
             self.ack(&deleted).await?;
         }
         Ok(entries)
@@ -294,7 +396,12 @@ impl Transport {
     ///
     /// # Errors
     /// A command error.
-    pub async fn dead_letter(&self, entry_id: &str, fields: &[(String, String)], reason: &str) -> Result<(), Error> {
+    pub async fn dead_letter(
+        &self,
+        entry_id: &str,
+        fields: &[(String, String)],
+        reason: &str,
+    ) -> Result<(), Error> {
         let mut args: Vec<Value> = vec![
             self.keys.dead.as_str().into(),
             "MAXLEN".into(),
@@ -310,7 +417,14 @@ impl Transport {
             args.push(format!("orig.{k}").into());
             args.push(v.as_str().into());
         }
-        let _: Value = self.client.custom(cmd("XADD"), args).await.map_err(|e| Error::Command { command: "XADD", source: e })?;
+        let _: Value = self
+            .client
+            .custom(cmd("XADD"), args)
+            .await
+            .map_err(|e| Error::Command {
+                command: "XADD",
+                source: e,
+            })?;
         Ok(())
     }
 
@@ -319,8 +433,21 @@ impl Transport {
     /// # Errors
     /// A command error.
     pub async fn dead_letters(&self, count: usize) -> Result<Vec<Entry>, Error> {
-        let args: Vec<Value> = vec![self.keys.dead.as_str().into(), "-".into(), "+".into(), "COUNT".into(), (count as i64).into()];
-        let reply: Value = self.client.custom(cmd("XRANGE"), args).await.map_err(|e| Error::Command { command: "XRANGE", source: e })?;
+        let args: Vec<Value> = vec![
+            self.keys.dead.as_str().into(),
+            "-".into(),
+            "+".into(),
+            "COUNT".into(),
+            (count as i64).into(),
+        ];
+        let reply: Value =
+            self.client
+                .custom(cmd("XRANGE"), args)
+                .await
+                .map_err(|e| Error::Command {
+                    command: "XRANGE",
+                    source: e,
+                })?;
         parse_entries("XRANGE", reply)
     }
 
@@ -329,7 +456,14 @@ impl Transport {
     /// # Errors
     /// A command error.
     pub async fn epoch(&self) -> Result<Option<String>, Error> {
-        let v: Value = self.client.custom(cmd("GET"), vec![self.keys.epoch.as_str()]).await.map_err(|e| Error::Command { command: "GET", source: e })?;
+        let v: Value = self
+            .client
+            .custom(cmd("GET"), vec![self.keys.epoch.as_str()])
+            .await
+            .map_err(|e| Error::Command {
+                command: "GET",
+                source: e,
+            })?;
         Ok(if v.is_null() { None } else { Some(text(&v)) })
     }
 
@@ -338,8 +472,14 @@ impl Transport {
     /// # Errors
     /// A command error.
     pub async fn set_epoch(&self, epoch: &str) -> Result<(), Error> {
-        let _: Value =
-            self.client.custom(cmd("SET"), vec![self.keys.epoch.as_str(), epoch]).await.map_err(|e| Error::Command { command: "SET", source: e })?;
+        let _: Value = self
+            .client
+            .custom(cmd("SET"), vec![self.keys.epoch.as_str(), epoch])
+            .await
+            .map_err(|e| Error::Command {
+                command: "SET",
+                source: e,
+            })?;
         Ok(())
     }
 
@@ -355,7 +495,14 @@ impl Transport {
             "PX".into(),
             (ttl.as_millis() as i64).into(),
         ];
-        let v: Value = self.client.custom(cmd("SET"), args).await.map_err(|e| Error::Command { command: "SET", source: e })?;
+        let v: Value = self
+            .client
+            .custom(cmd("SET"), args)
+            .await
+            .map_err(|e| Error::Command {
+                command: "SET",
+                source: e,
+            })?;
         Ok(!v.is_null())
     }
 
@@ -364,7 +511,14 @@ impl Transport {
     /// # Errors
     /// A command error.
     pub async fn release_rebuild_lock(&self) -> Result<(), Error> {
-        let _: Value = self.client.custom(cmd("DEL"), vec![self.keys.rebuild_lock.as_str()]).await.map_err(|e| Error::Command { command: "DEL", source: e })?;
+        let _: Value = self
+            .client
+            .custom(cmd("DEL"), vec![self.keys.rebuild_lock.as_str()])
+            .await
+            .map_err(|e| Error::Command {
+                command: "DEL",
+                source: e,
+            })?;
         Ok(())
     }
 
@@ -373,13 +527,27 @@ impl Transport {
     /// # Errors
     /// A command error.
     pub async fn depth(&self) -> Result<(u64, u64), Error> {
-        let len: Value = self.client.custom(cmd("XLEN"), vec![self.keys.steps.as_str()]).await.map_err(|e| Error::Command { command: "XLEN", source: e })?;
+        let len: Value = self
+            .client
+            .custom(cmd("XLEN"), vec![self.keys.steps.as_str()])
+            .await
+            .map_err(|e| Error::Command {
+                command: "XLEN",
+                source: e,
+            })?;
         let pending: Value = self
             .client
-            .custom(cmd("XPENDING"), vec![self.keys.steps.as_str(), self.keys.group.as_str()])
+            .custom(
+                cmd("XPENDING"),
+                vec![self.keys.steps.as_str(), self.keys.group.as_str()],
+            )
             .await
             .map_err(|e| command_error("XPENDING", &self.keys.steps, e))?;
-        let pending = pending.into_array().first().and_then(Value::as_i64).unwrap_or(0);
+        let pending = pending
+            .into_array()
+            .first()
+            .and_then(Value::as_i64)
+            .unwrap_or(0);
         Ok((len.as_i64().unwrap_or(0) as u64, pending as u64))
     }
 
@@ -392,21 +560,39 @@ impl Transport {
     pub async fn trim(&self) -> Result<u64, Error> {
         let groups: Value = self
             .client
-            .custom(CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false), vec!["GROUPS", self.keys.steps.as_str()])
+            .custom(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec!["GROUPS", self.keys.steps.as_str()],
+            )
             .await
             .map_err(|e| command_error("XINFO GROUPS", &self.keys.steps, e))?;
         let mut last_delivered = None;
         for group in groups.into_array() {
             let fields = group.into_array();
-            let map: Vec<(String, &Value)> = fields.chunks(2).filter(|kv| kv.len() == 2).map(|kv| (text(&kv[0]), &kv[1])).collect();
-            if map.iter().any(|(k, v)| k == "name" && text(v) == self.keys.group) {
-                last_delivered = map.iter().find(|(k, _)| k == "last-delivered-id").map(|(_, v)| text(v));
+            let map: Vec<(String, &Value)> = fields
+                .chunks(2)
+                .filter(|kv| kv.len() == 2)
+                .map(|kv| (text(&kv[0]), &kv[1]))
+                .collect();
+            if map
+                .iter()
+                .any(|(k, v)| k == "name" && text(v) == self.keys.group)
+            {
+                last_delivered = map
+                    .iter()
+                    .find(|(k, _)| k == "last-delivered-id")
+                    .map(|(_, v)| text(v));
             }
         }
-        let Some(mut min_id) = last_delivered else { return Ok(0) };
+        let Some(mut min_id) = last_delivered else {
+            return Ok(0);
+        };
         let pending: Value = self
             .client
-            .custom(cmd("XPENDING"), vec![self.keys.steps.as_str(), self.keys.group.as_str()])
+            .custom(
+                cmd("XPENDING"),
+                vec![self.keys.steps.as_str(), self.keys.group.as_str()],
+            )
             .await
             .map_err(|e| command_error("XPENDING", &self.keys.steps, e))?;
         let summary = pending.into_array();
@@ -418,9 +604,15 @@ impl Transport {
         }
         let removed: Value = self
             .client
-            .custom(cmd("XTRIM"), vec![self.keys.steps.as_str(), "MINID", min_id.as_str()])
+            .custom(
+                cmd("XTRIM"),
+                vec![self.keys.steps.as_str(), "MINID", min_id.as_str()],
+            )
             .await
-            .map_err(|e| Error::Command { command: "XTRIM", source: e })?;
+            .map_err(|e| Error::Command {
+                command: "XTRIM",
+                source: e,
+            })?;
         Ok(removed.as_i64().unwrap_or(0) as u64)
     }
 
@@ -432,13 +624,25 @@ impl Transport {
     pub async fn remove_idle_consumers(&self, idle: Duration) -> Result<usize, Error> {
         let consumers: Value = self
             .client
-            .custom(CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false), vec!["CONSUMERS", self.keys.steps.as_str(), self.keys.group.as_str()])
+            .custom(
+                CustomCommand::new_static("XINFO", ClusterHash::Offset(1), false),
+                vec![
+                    "CONSUMERS",
+                    self.keys.steps.as_str(),
+                    self.keys.group.as_str(),
+                ],
+            )
             .await
             .map_err(|e| command_error("XINFO CONSUMERS", &self.keys.steps, e))?;
         let mut removed = 0;
         for consumer in consumers.into_array() {
             let fields = consumer.into_array();
-            let get = |name: &str| fields.chunks(2).find(|kv| kv.len() == 2 && text(&kv[0]) == name).map(|kv| kv[1].clone());
+            let get = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|kv| kv.len() == 2 && text(&kv[0]) == name)
+                    .map(|kv| kv[1].clone())
+            };
             let name = get("name").map(|v| text(&v)).unwrap_or_default();
             let pending = get("pending").and_then(|v| v.as_i64()).unwrap_or(1);
             let idle_ms = get("idle").and_then(|v| v.as_i64()).unwrap_or(0);
@@ -447,10 +651,18 @@ impl Transport {
                     .client
                     .custom(
                         CustomCommand::new_static("XGROUP", ClusterHash::Offset(1), false),
-                        vec!["DELCONSUMER", self.keys.steps.as_str(), self.keys.group.as_str(), name.as_str()],
+                        vec![
+                            "DELCONSUMER",
+                            self.keys.steps.as_str(),
+                            self.keys.group.as_str(),
+                            name.as_str(),
+                        ],
                     )
                     .await
-                    .map_err(|e| Error::Command { command: "XGROUP DELCONSUMER", source: e })?;
+                    .map_err(|e| Error::Command {
+                        command: "XGROUP DELCONSUMER",
+                        source: e,
+                    })?;
                 removed += 1;
             }
         }
@@ -466,7 +678,10 @@ impl Transport {
 fn stream_id_lt(a: &str, b: &str) -> bool {
     let parse = |s: &str| {
         let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
-        (ms.parse::<u64>().unwrap_or(0), seq.parse::<u64>().unwrap_or(0))
+        (
+            ms.parse::<u64>().unwrap_or(0),
+            seq.parse::<u64>().unwrap_or(0),
+        )
     };
     parse(a) < parse(b)
 }
@@ -501,14 +716,20 @@ impl Reader {
         ];
         let reply: Value = self
             .client
-            .custom(CustomCommand::new_static("XREADGROUP", ClusterHash::Offset(6), true), args)
+            .custom(
+                CustomCommand::new_static("XREADGROUP", ClusterHash::Offset(6), true),
+                args,
+            )
             .await
             .map_err(|e| command_error("XREADGROUP", &self.keys.steps, e))?;
         let mut entries = Vec::new();
         for stream in reply.into_array() {
             let mut parts = stream.into_array().into_iter();
             let _key = parts.next();
-            entries.extend(parse_entries("XREADGROUP", parts.next().unwrap_or(Value::Null))?);
+            entries.extend(parse_entries(
+                "XREADGROUP",
+                parts.next().unwrap_or(Value::Null),
+            )?);
         }
         Ok(entries)
     }

@@ -21,6 +21,8 @@ use super::{StepContext, StepOptions};
 use crate::ids::RunId;
 
 pub(crate) type StepFuture = Pin<Box<dyn Future<Output = Result<Value, StepError>> + Send>>;
+/// Checks that a JSON value decodes as a workflow's input type.
+type InputCheck = Arc<dyn Fn(&Value) -> Result<(), Error> + Send + Sync>;
 pub(crate) type ErasedFn = Arc<dyn Fn(StepContext, Vec<Value>) -> StepFuture + Send + Sync>;
 
 /// Where a step's input comes from.
@@ -53,7 +55,9 @@ impl<T> Copy for Handle<T> {}
 
 impl<T> std::fmt::Debug for Handle<T> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("Handle").field("source", &self.source).finish()
+        f.debug_struct("Handle")
+            .field("source", &self.source)
+            .finish()
     }
 }
 
@@ -88,7 +92,10 @@ impl<T: DeserializeOwned + Send + 'static> Deps for &Handle<T> {
     }
 
     fn decode(values: Vec<Value>) -> Result<T, String> {
-        let value = values.into_iter().next().ok_or("missing dependency value")?;
+        let value = values
+            .into_iter()
+            .next()
+            .ok_or("missing dependency value")?;
         decode_one(value, 0)
     }
 }
@@ -226,7 +233,9 @@ where
             let step = step.clone();
             Box::pin(async move {
                 let output = fut.await?;
-                serde_json::to_value(output).map_err(|e| StepError::fatal(format!("step {step}: cannot encode output: {e}")))
+                serde_json::to_value(output).map_err(|e| {
+                    StepError::fatal(format!("step {step}: cannot encode output: {e}"))
+                })
             })
         }
         Err(problem) => {
@@ -240,7 +249,10 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
     fn new(name: &str, version: u32) -> Self {
         let mut errors = Vec::new();
         if !valid_name(name) {
-            errors.push(Error::InvalidName { what: "workflow", name: name.to_owned() });
+            errors.push(Error::InvalidName {
+                what: "workflow",
+                name: name.to_owned(),
+            });
         }
         Self {
             id: NEXT_BUILDER.fetch_add(1, Ordering::Relaxed),
@@ -255,7 +267,11 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
 
     /// The run's input, as a dependency for the first steps.
     pub fn input(&self) -> Handle<I> {
-        Handle { builder: self.id, source: Source::Input, _type: PhantomData }
+        Handle {
+            builder: self.id,
+            source: Source::Input,
+            _type: PhantomData,
+        }
     }
 
     /// Sets the options of the steps added after this call that do not bring their own.
@@ -278,7 +294,13 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
     }
 
     /// Adds a step with its own options.
-    pub fn step_with<D, O, F, Fut>(&mut self, name: &str, deps: D, options: StepOptions, f: F) -> Handle<O>
+    pub fn step_with<D, O, F, Fut>(
+        &mut self,
+        name: &str,
+        deps: D,
+        options: StepOptions,
+        f: F,
+    ) -> Handle<O>
     where
         D: Deps,
         O: Serialize + DeserializeOwned + Send + 'static,
@@ -305,7 +327,13 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
     }
 
     /// [`map`](Self::map) with options that apply to each child.
-    pub fn map_with<T, O, F, Fut>(&mut self, name: &str, items: &Handle<Vec<T>>, options: StepOptions, f: F) -> Handle<Vec<O>>
+    pub fn map_with<T, O, F, Fut>(
+        &mut self,
+        name: &str,
+        items: &Handle<Vec<T>>,
+        options: StepOptions,
+        f: F,
+    ) -> Handle<Vec<O>>
     where
         T: DeserializeOwned + Send + 'static,
         O: Serialize + DeserializeOwned + Send + 'static,
@@ -313,7 +341,11 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
         Fut: Future<Output = Result<O, StepError>> + Send + 'static,
     {
         let sources = self.check_deps(name, vec![(items.builder, items.source)]);
-        let item_handle: Handle<T> = Handle { builder: self.id, source: Source::Input, _type: PhantomData };
+        let item_handle: Handle<T> = Handle {
+            builder: self.id,
+            source: Source::Input,
+            _type: PhantomData,
+        };
         let _ = item_handle; // the element type is decoded by the erased closure below
         let kind = StepKind::Map(erase::<&Handle<T>, O, F, Fut>(name.to_owned(), f));
         self.push(name, sources, kind, options)
@@ -345,27 +377,53 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
     {
         let function = erase::<&Handle<RunOutcome>, (), F, Fut>(name.to_owned(), f);
         if self.steps.iter().any(|s| s.name == name) {
-            self.errors.push(Error::DuplicateStep { workflow: self.name.clone(), step: name.to_owned() });
+            self.errors.push(Error::DuplicateStep {
+                workflow: self.name.clone(),
+                step: name.to_owned(),
+            });
         }
         let options = self.defaults.clone();
-        self.steps.push(StepDef { name: name.to_owned(), deps: Vec::new(), kind: StepKind::Hook(function), options });
+        self.steps.push(StepDef {
+            name: name.to_owned(),
+            deps: Vec::new(),
+            kind: StepKind::Hook(function),
+            options,
+        });
         self
     }
 
     fn check_deps(&mut self, step: &str, sources: Vec<(u64, Source)>) -> Vec<Source> {
         if sources.iter().any(|(builder, _)| *builder != self.id) {
-            self.errors.push(Error::ForeignHandle { workflow: self.name.clone(), step: step.to_owned() });
+            self.errors.push(Error::ForeignHandle {
+                workflow: self.name.clone(),
+                step: step.to_owned(),
+            });
         }
         sources.into_iter().map(|(_, source)| source).collect()
     }
 
-    fn push<O>(&mut self, name: &str, deps: Vec<Source>, kind: StepKind, options: StepOptions) -> Handle<O> {
+    fn push<O>(
+        &mut self,
+        name: &str,
+        deps: Vec<Source>,
+        kind: StepKind,
+        options: StepOptions,
+    ) -> Handle<O> {
         if !valid_name(name) {
-            self.errors.push(Error::InvalidName { what: "step", name: name.to_owned() });
+            self.errors.push(Error::InvalidName {
+                what: "step",
+                name: name.to_owned(),
+            });
         } else if name == ON_SUCCESS || name == ON_FAILURE {
-            self.errors.push(Error::ReservedStep { workflow: self.name.clone(), step: name.to_owned() });
+            self.errors.push(Error::ReservedStep {
+                workflow: self.name.clone(),
+                step: name.to_owned(),
+            });
         } else if self.steps.iter().any(|s| s.name == name) {
-            self.errors.push(Error::DuplicateStep { workflow: self.name.clone(), step: name.to_owned() });
+            self.errors.push(Error::DuplicateStep {
+                workflow: self.name.clone(),
+                step: name.to_owned(),
+            });
         }
         if options.timeout.is_zero() {
             self.errors.push(Error::InvalidOption {
@@ -375,8 +433,17 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
             });
         }
         let index = self.steps.len();
-        self.steps.push(StepDef { name: name.to_owned(), deps, kind, options });
-        Handle { builder: self.id, source: Source::Step(index), _type: PhantomData }
+        self.steps.push(StepDef {
+            name: name.to_owned(),
+            deps,
+            kind,
+            options,
+        });
+        Handle {
+            builder: self.id,
+            source: Source::Step(index),
+            _type: PhantomData,
+        }
     }
 
     /// Finishes the definition; `output` is the value a successful run returns.
@@ -386,10 +453,19 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
     /// steps, or an out-of-range option.
     pub fn build<O>(mut self, output: &Handle<O>) -> Result<Workflow, Error> {
         if output.builder != self.id {
-            self.errors.push(Error::ForeignHandle { workflow: self.name.clone(), step: "(output)".into() });
+            self.errors.push(Error::ForeignHandle {
+                workflow: self.name.clone(),
+                step: "(output)".into(),
+            });
         }
-        if !self.steps.iter().any(|s| !matches!(s.kind, StepKind::Hook(_))) {
-            self.errors.push(Error::Empty { workflow: self.name.clone() });
+        if !self
+            .steps
+            .iter()
+            .any(|s| !matches!(s.kind, StepKind::Hook(_)))
+        {
+            self.errors.push(Error::Empty {
+                workflow: self.name.clone(),
+            });
         }
         if let Some(error) = self.errors.into_iter().next() {
             return Err(error);
@@ -404,7 +480,12 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
                 }
             }
         }
-        let index = self.steps.iter().enumerate().map(|(i, s)| (s.name.clone(), i)).collect();
+        let index = self
+            .steps
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.name.clone(), i))
+            .collect();
         let name = self.name.clone();
         Ok(Workflow {
             name: self.name,
@@ -414,14 +495,23 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
             successors,
             output: output.source,
             check_input: Arc::new(move |value: &Value| {
-                I::deserialize(value).map(drop).map_err(|e| Error::InvalidInput { workflow: name.clone(), problem: e.to_string() })
+                I::deserialize(value)
+                    .map(drop)
+                    .map_err(|e| Error::InvalidInput {
+                        workflow: name.clone(),
+                        problem: e.to_string(),
+                    })
             }),
         })
     }
 }
 
 fn valid_name(name: &str) -> bool {
-    !name.is_empty() && name.len() <= 100 && name.chars().all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
+    !name.is_empty()
+        && name.len() <= 100
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'))
 }
 
 /// A validated, type-erased workflow definition: a name, a version and a graph of steps.
@@ -434,7 +524,7 @@ pub struct Workflow {
     index: HashMap<String, usize>,
     successors: Vec<Vec<usize>>,
     pub(crate) output: Source,
-    check_input: Arc<dyn Fn(&Value) -> Result<(), Error> + Send + Sync>,
+    check_input: InputCheck,
 }
 
 impl std::fmt::Debug for Workflow {
@@ -460,7 +550,10 @@ pub(crate) enum StepRef {
 
 impl Workflow {
     /// Starts a definition whose run input has type `I`.
-    pub fn builder<I: Serialize + DeserializeOwned + Send + 'static>(name: &str, version: u32) -> WorkflowBuilder<I> {
+    pub fn builder<I: Serialize + DeserializeOwned + Send + 'static>(
+        name: &str,
+        version: u32,
+    ) -> WorkflowBuilder<I> {
         WorkflowBuilder::new(name, version)
     }
 
@@ -488,7 +581,10 @@ impl Workflow {
     }
 
     pub(crate) fn graph_steps(&self) -> impl Iterator<Item = (usize, &StepDef)> {
-        self.steps.iter().enumerate().filter(|(_, s)| !matches!(s.kind, StepKind::Hook(_)))
+        self.steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| !matches!(s.kind, StepKind::Hook(_)))
     }
 
     pub(crate) fn step(&self, index: usize) -> &StepDef {
@@ -496,7 +592,10 @@ impl Workflow {
     }
 
     pub(crate) fn hook(&self, name: &str) -> Option<usize> {
-        self.index.get(name).copied().filter(|i| matches!(self.steps[*i].kind, StepKind::Hook(_)))
+        self.index
+            .get(name)
+            .copied()
+            .filter(|i| matches!(self.steps[*i].kind, StepKind::Hook(_)))
     }
 
     pub(crate) fn successors(&self, index: usize) -> &[usize] {
@@ -562,7 +661,13 @@ mod tests {
         let input = wf.input();
         wf.step("a", &input, id);
         let out = wf.step("a", &input, id);
-        assert_eq!(wf.build(&out).unwrap_err(), Error::DuplicateStep { workflow: "dup".into(), step: "a".into() });
+        assert_eq!(
+            wf.build(&out).unwrap_err(),
+            Error::DuplicateStep {
+                workflow: "dup".into(),
+                step: "a".into()
+            }
+        );
     }
 
     #[test]
@@ -579,7 +684,13 @@ mod tests {
         let mut wf = Workflow::builder::<u32>("bad name", 1);
         let input = wf.input();
         let out = wf.step("a", &input, id);
-        assert!(matches!(wf.build(&out), Err(Error::InvalidName { what: "workflow", .. })));
+        assert!(matches!(
+            wf.build(&out),
+            Err(Error::InvalidName {
+                what: "workflow",
+                ..
+            })
+        ));
 
         let mut wf = Workflow::builder::<u32>("ok", 1);
         let input = wf.input();
@@ -589,14 +700,22 @@ mod tests {
         let mut wf = Workflow::builder::<u32>("ok", 1);
         let input = wf.input();
         let out = wf.step("a[1]", &input, id);
-        assert!(matches!(wf.build(&out), Err(Error::InvalidName { what: "step", .. })));
+        assert!(matches!(
+            wf.build(&out),
+            Err(Error::InvalidName { what: "step", .. })
+        ));
     }
 
     #[test]
     fn a_workflow_without_steps_is_rejected() {
         let wf = Workflow::builder::<u32>("empty", 1);
         let input = wf.input();
-        assert_eq!(wf.build(&input).unwrap_err(), Error::Empty { workflow: "empty".into() });
+        assert_eq!(
+            wf.build(&input).unwrap_err(),
+            Error::Empty {
+                workflow: "empty".into()
+            }
+        );
     }
 
     #[test]
@@ -630,9 +749,16 @@ mod tests {
         let out = wf.step("a", &input, id);
         let w = wf.build(&out).unwrap();
         let f = w.step(0).function().clone();
-        let err = f(StepContext::detached("a"), vec![serde_json::json!("not a number")]).await.unwrap_err();
+        let err = f(
+            StepContext::detached("a"),
+            vec![serde_json::json!("not a number")],
+        )
+        .await
+        .unwrap_err();
         assert!(!err.is_retryable(), "{err}");
-        let ok = f(StepContext::detached("a"), vec![serde_json::json!(7)]).await.unwrap();
+        let ok = f(StepContext::detached("a"), vec![serde_json::json!(7)])
+            .await
+            .unwrap();
         assert_eq!(ok, serde_json::json!(7));
     }
 }

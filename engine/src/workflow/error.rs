@@ -39,12 +39,18 @@ pub struct StepError {
 impl StepError {
     /// A transient failure: retried while the retry policy allows.
     pub fn retryable(message: impl fmt::Display) -> Self {
-        Self { kind: ErrorKind::Retryable, message: message.to_string() }
+        Self {
+            kind: ErrorKind::Retryable,
+            message: message.to_string(),
+        }
     }
 
     /// A permanent failure: the step fails without further attempts.
     pub fn fatal(message: impl fmt::Display) -> Self {
-        Self { kind: ErrorKind::Fatal, message: message.to_string() }
+        Self {
+            kind: ErrorKind::Fatal,
+            message: message.to_string(),
+        }
     }
 
     /// Whether another attempt may succeed.
@@ -99,8 +105,15 @@ pub trait Classify: fmt::Display {
 
 impl<E: Classify> From<E> for StepError {
     fn from(error: E) -> Self {
-        let kind = if error.is_retryable() { ErrorKind::Retryable } else { ErrorKind::Fatal };
-        Self { kind, message: error.to_string() }
+        let kind = if error.is_retryable() {
+            ErrorKind::Retryable
+        } else {
+            ErrorKind::Fatal
+        };
+        Self {
+            kind,
+            message: error.to_string(),
+        }
     }
 }
 

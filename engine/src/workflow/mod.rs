@@ -10,10 +10,10 @@ mod error;
 mod policy;
 mod registry;
 
-pub use builder::{Deps, Handle, ON_FAILURE, ON_SUCCESS, RunOutcome, Workflow, WorkflowBuilder};
 #[doc(hidden)]
 pub use builder::Source;
 pub(crate) use builder::StepRef;
+pub use builder::{Deps, Handle, ON_FAILURE, ON_SUCCESS, RunOutcome, Workflow, WorkflowBuilder};
 pub use context::StepContext;
 pub use error::{Classify, Error, ErrorKind, ResultExt, StepError};
 pub use policy::{RetryPolicy, StepOptions};

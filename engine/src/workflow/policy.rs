@@ -37,12 +37,18 @@ impl Default for RetryPolicy {
 impl RetryPolicy {
     /// A policy that never retries.
     pub fn none() -> Self {
-        Self { max_attempts: NonZeroU32::MIN, ..Self::default() }
+        Self {
+            max_attempts: NonZeroU32::MIN,
+            ..Self::default()
+        }
     }
 
     /// Exponential back-off with the default shape and `max_attempts` attempts in all.
     pub fn attempts(max_attempts: u32) -> Self {
-        Self { max_attempts: NonZeroU32::new(max_attempts).unwrap_or(NonZeroU32::MIN), ..Self::default() }
+        Self {
+            max_attempts: NonZeroU32::new(max_attempts).unwrap_or(NonZeroU32::MIN),
+            ..Self::default()
+        }
     }
 
     /// Sets the first delay.
@@ -77,7 +83,11 @@ impl RetryPolicy {
         let exponent = failed_attempt.saturating_sub(1).min(64) as i32;
         let base = self.initial_delay.as_secs_f64() * self.factor.max(1.0).powi(exponent);
         let capped = base.min(self.max_delay.as_secs_f64());
-        let secs = if self.jitter { rand::random_range(capped / 2.0..=capped) } else { capped };
+        let secs = if self.jitter {
+            rand::random_range(capped / 2.0..=capped)
+        } else {
+            capped
+        };
         Duration::from_secs_f64(secs)
     }
 }
@@ -94,7 +104,10 @@ pub struct StepOptions {
 
 impl Default for StepOptions {
     fn default() -> Self {
-        Self { retry: RetryPolicy::default(), timeout: Duration::from_secs(300) }
+        Self {
+            retry: RetryPolicy::default(),
+            timeout: Duration::from_secs(300),
+        }
     }
 }
 

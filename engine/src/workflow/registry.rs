@@ -37,7 +37,8 @@ impl Registry {
         if self.workflows.contains_key(workflow.name()) {
             return Err(Error::DuplicateWorkflow(workflow.name().to_owned()));
         }
-        self.workflows.insert(workflow.name().to_owned(), Arc::new(workflow));
+        self.workflows
+            .insert(workflow.name().to_owned(), Arc::new(workflow));
         Ok(self)
     }
 
@@ -46,10 +47,17 @@ impl Registry {
     /// # Errors
     /// [`Error::UnknownWorkflow`], listing the registered names.
     pub fn get(&self, name: &str) -> Result<&Arc<Workflow>, Error> {
-        self.workflows.get(name).ok_or_else(|| Error::UnknownWorkflow {
-            name: name.to_owned(),
-            known: self.workflows.keys().cloned().collect::<Vec<_>>().join(", "),
-        })
+        self.workflows
+            .get(name)
+            .ok_or_else(|| Error::UnknownWorkflow {
+                name: name.to_owned(),
+                known: self
+                    .workflows
+                    .keys()
+                    .cloned()
+                    .collect::<Vec<_>>()
+                    .join(", "),
+            })
     }
 
     /// All registered workflows, by name.

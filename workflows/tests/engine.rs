@@ -1,0 +1,692 @@
+//! End-to-end behaviour of one engine process against a real Redis and PostgreSQL, each test
+//! with its own throwaway servers.
+
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::Duration;
+
+use serde_json::json;
+use tokio_util::sync::CancellationToken;
+use tributary::runtime::{Engine, StartOptions};
+use tributary::testing::{TestEnv, eventually};
+use tributary::workflow::{Registry, RetryPolicy, StepContext, StepError, StepOptions, Workflow};
+use tributary_workflows::demo::DemoReport;
+
+const WAIT: Duration = Duration::from_secs(30);
+
+/// Runs a worker in this process until the guard is dropped.
+struct RunningWorker {
+    stop: CancellationToken,
+    task: Option<tokio::task::JoinHandle<()>>,
+}
+
+impl RunningWorker {
+    fn spawn(engine: &Engine) -> Self {
+        let stop = CancellationToken::new();
+        let engine = engine.clone();
+        let token = stop.clone();
+        let task =
+            tokio::spawn(async move { engine.run_worker(token).await.expect("worker runs") });
+        Self {
+            stop,
+            task: Some(task),
+        }
+    }
+
+    async fn shutdown(mut self) {
+        self.stop.cancel();
+        if let Some(task) = self.task.take() {
+            task.await.expect("worker stops cleanly");
+        }
+    }
+}
+
+impl Drop for RunningWorker {
+    fn drop(&mut self) {
+        self.stop.cancel();
+    }
+}
+
+async fn count_events(
+    engine: &Engine,
+    run: tributary::ids::RunId,
+    kind: &str,
+) -> Vec<(String, i64)> {
+    sqlx::query_as(
+        "SELECT step, count(*) FROM tributary_events WHERE run_id = $1 AND kind = $2 GROUP BY step ORDER BY step",
+    )
+    .bind(run.0)
+    .bind(kind)
+    .fetch_all(engine.store().pool())
+    .await
+    .expect("events query")
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hello_returns_hello_world() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("hello", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "succeeded");
+    assert_eq!(view.output, Some(json!("Hello World")));
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn demo_fans_out_maps_and_fans_in_with_one_checkpoint_per_step() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("demo", json!({"n": 6}), StartOptions::default())
+        .await
+        .unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "succeeded", "{view:#?}");
+    let report: DemoReport = serde_json::from_value(view.output.unwrap()).unwrap();
+    assert_eq!(
+        report,
+        DemoReport {
+            sum: 21,
+            sum_of_squares: 91,
+            items: 6
+        }
+    );
+    // numbers, sum, square (join), square[0..6], join, report: each checkpointed exactly once.
+    let completed = count_events(&engine, run, "step_completed").await;
+    assert_eq!(completed.len(), 4 + 6 + 1, "{completed:?}");
+    assert!(completed.iter().all(|(_, n)| *n == 1), "{completed:?}");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_map_over_an_empty_list_joins_at_once() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("demo", json!({"n": 0}), StartOptions::default())
+        .await
+        .unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "succeeded", "{view:#?}");
+    assert_eq!(
+        view.output,
+        Some(json!({"sum": 0, "sum_of_squares": 0, "items": 0}))
+    );
+    worker.shutdown().await;
+}
+
+/// A workflow whose only step fails `failures` times, with a back-off long enough to observe.
+fn flaky(failures: Arc<AtomicU32>, max_attempts: u32, delay: Duration) -> Workflow {
+    let mut wf = Workflow::builder::<u32>("flaky", 1);
+    let input = wf.input();
+    let options = StepOptions::default().retry(
+        RetryPolicy::attempts(max_attempts)
+            .initial_delay(delay)
+            .jitter(false),
+    );
+    let out = wf.step_with("flaky", &input, options, move |ctx: StepContext, x: u32| {
+        let failures = failures.clone();
+        async move {
+            if failures.load(Ordering::SeqCst) >= ctx.attempt() {
+                return Err(StepError::retryable(format!(
+                    "attempt {} fails",
+                    ctx.attempt()
+                )));
+            }
+            Ok(x + ctx.attempt())
+        }
+    });
+    wf.build(&out).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_retry_waits_as_due_time_state_not_in_a_pending_list() {
+    let env = TestEnv::start().await;
+    let mut registry = Registry::default();
+    registry
+        .register(flaky(
+            Arc::new(AtomicU32::new(1)),
+            3,
+            Duration::from_secs(2),
+        ))
+        .unwrap();
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("flaky", json!(10), StartOptions::default())
+        .await
+        .unwrap();
+
+    // After the first failure the step waits in PostgreSQL with a due time...
+    let waiting = eventually(WAIT, || async {
+        let view = engine.status(run).await.unwrap();
+        view.steps
+            .iter()
+            .any(|s| s.status == "waiting" && s.attempt == 2 && s.due_at.is_some())
+    })
+    .await;
+    assert!(waiting, "the step never entered due-time state");
+    // ...and nothing of it stays pending in Redis (the failed attempt's entry is acknowledged
+    // right after the retry state commits), while the back-off lasts.
+    let acked = eventually(WAIT, || async {
+        engine
+            .transport()
+            .depth()
+            .await
+            .map(|(_, p)| p == 0)
+            .unwrap_or(false)
+    })
+    .await;
+    assert!(acked, "a retry must not wait in a pending list");
+    let view = engine.status(run).await.unwrap();
+    assert!(
+        view.steps.iter().any(|s| s.status == "waiting"),
+        "still backing off while nothing is pending: {view:#?}"
+    );
+
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "succeeded");
+    assert_eq!(view.output, Some(json!(12)), "the second attempt succeeded");
+    assert_eq!(
+        count_events(&engine, run, "step_retried").await,
+        vec![("flaky".to_owned(), 1)]
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn exhausted_retries_fail_the_run_dead_letter_the_entry_and_retry_resumes_it() {
+    let env = TestEnv::start().await;
+    let failures = Arc::new(AtomicU32::new(u32::MAX));
+    let mut registry = Registry::default();
+    registry
+        .register(flaky(failures.clone(), 2, Duration::from_millis(50)))
+        .unwrap();
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("flaky", json!(1), StartOptions::default())
+        .await
+        .unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "failed");
+    assert!(
+        view.error.as_deref().unwrap().contains("attempt 2 fails"),
+        "{:?}",
+        view.error
+    );
+    let dead = engine.transport().dead_letters(10).await.unwrap();
+    assert_eq!(dead.len(), 1, "{dead:?}");
+    let reason = dead[0]
+        .fields
+        .iter()
+        .find(|(k, _)| k == "reason")
+        .map(|(_, v)| v.clone())
+        .unwrap();
+    assert!(
+        reason.contains("after 2 attempt(s)") && reason.contains("attempt 2 fails"),
+        "{reason}"
+    );
+
+    // The cause is fixed: `retry` resumes the run with a fresh attempt budget.
+    failures.store(0, Ordering::SeqCst);
+    engine.retry(run).await.unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "succeeded", "{view:#?}");
+    assert_eq!(view.output, Some(json!(4)), "attempt 3 ran");
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retry_reuses_the_checkpoints_of_a_failed_run() {
+    static HEALED: AtomicBool = AtomicBool::new(false);
+    static FIRST_RUNS: AtomicU32 = AtomicU32::new(0);
+    let mut wf = Workflow::builder::<u32>("two-steps", 1);
+    let input = wf.input();
+    let first = wf.step("first", &input, |_: StepContext, x: u32| async move {
+        FIRST_RUNS.fetch_add(1, Ordering::SeqCst);
+        Ok::<_, StepError>(x * 10)
+    });
+    let second = wf.step("second", &first, |_: StepContext, x: u32| async move {
+        if HEALED.load(Ordering::SeqCst) {
+            Ok(x + 1)
+        } else {
+            Err(StepError::fatal("not yet"))
+        }
+    });
+    let mut registry = Registry::default();
+    registry.register(wf.build(&second).unwrap()).unwrap();
+
+    let env = TestEnv::start().await;
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("two-steps", json!(4), StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(engine.wait(run, WAIT).await.unwrap().status, "failed");
+    HEALED.store(true, Ordering::SeqCst);
+    engine.retry(run).await.unwrap();
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.output, Some(json!(41)));
+    assert_eq!(
+        FIRST_RUNS.load(Ordering::SeqCst),
+        1,
+        "the checkpointed step never runs again"
+    );
+    assert!(
+        engine.retry(run).await.is_err(),
+        "a succeeded run cannot be retried"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_stops_further_steps_and_the_running_step_sees_it() {
+    static SAW_CANCEL: AtomicBool = AtomicBool::new(false);
+    static SECOND_RAN: AtomicBool = AtomicBool::new(false);
+    let mut wf = Workflow::builder::<()>("cancellable", 1);
+    let input = wf.input();
+    let long = wf.step("long", &input, |ctx: StepContext, _: ()| async move {
+        tokio::select! {
+            _ = ctx.cancelled() => { SAW_CANCEL.store(true, Ordering::SeqCst); Err(StepError::fatal("cancelled")) }
+            _ = tokio::time::sleep(Duration::from_secs(20)) => Ok(()),
+        }
+    });
+    let after = wf.step("after", &long, |_: StepContext, _: ()| async move {
+        SECOND_RAN.store(true, Ordering::SeqCst);
+        Ok::<_, StepError>(())
+    });
+    let mut registry = Registry::default();
+    registry.register(wf.build(&after).unwrap()).unwrap();
+
+    let env = TestEnv::start().await;
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("cancellable", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            engine
+                .transport()
+                .depth()
+                .await
+                .map(|(_, p)| p >= 1)
+                .unwrap_or(false)
+        })
+        .await,
+        "the long step never started"
+    );
+    assert!(engine.cancel(run).await.unwrap());
+    assert!(
+        !engine.cancel(run).await.unwrap(),
+        "a second cancel reports the run already ended"
+    );
+    // The lease keeper checks every lease/3 (under a second here).
+    assert!(
+        eventually(WAIT, || async { SAW_CANCEL.load(Ordering::SeqCst) }).await,
+        "the step never saw the cancellation"
+    );
+    let view = engine.wait(run, WAIT).await.unwrap();
+    assert_eq!(view.status, "cancelled");
+    assert!(
+        eventually(WAIT, || async {
+            engine
+                .transport()
+                .depth()
+                .await
+                .map(|(_, p)| p == 0)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    assert!(
+        !SECOND_RAN.load(Ordering::SeqCst),
+        "no step starts after a cancel"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_twice_with_one_idempotency_key_returns_the_first_run() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let key = StartOptions {
+        idempotency_key: Some("gdelt-2026-11-28T11:00".into()),
+    };
+    let a = engine.start("hello", json!(1), key.clone()).await.unwrap();
+    let b = engine.start("hello", json!(2), key).await.unwrap();
+    assert_eq!(a, b);
+    let c = engine
+        .start("hello", json!(1), StartOptions::default())
+        .await
+        .unwrap();
+    assert_ne!(a, c);
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_runs")
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starting_an_unknown_workflow_or_a_mistyped_input_is_a_clear_error() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let e = engine
+        .start("nope", json!(null), StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("unknown workflow \"nope\"") && e.to_string().contains("hello"),
+        "{e}"
+    );
+    let e = engine
+        .start("chain3", json!("seven"), StartOptions::default())
+        .await
+        .unwrap_err();
+    assert!(
+        e.to_string().contains("chain3") && e.to_string().contains("input"),
+        "{e}"
+    );
+    let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_runs")
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(runs, 0, "nothing is recorded for a rejected start");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn malformed_entries_go_to_the_dead_letter_stream_and_the_worker_keeps_running() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let redis = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&env.redis.url()).unwrap(),
+    )
+    .build()
+    .unwrap();
+    fred::prelude::ClientLike::init(&redis).await.unwrap();
+    let stream = engine.transport().keys().steps.clone();
+    let valid_run = tributary::ids::RunId::new().to_string();
+    let bad: Vec<Vec<(&str, &str)>> = vec![
+        vec![("garbage", "{not json")],
+        vec![
+            ("v", "1"),
+            ("run", "not-a-uuid"),
+            ("wf", "hello"),
+            ("step", "hello"),
+            ("att", "1"),
+        ],
+        vec![
+            ("v", "1"),
+            ("run", &valid_run),
+            ("wf", "no-such-workflow"),
+            ("step", "x"),
+            ("att", "1"),
+        ],
+        vec![
+            ("v", "1"),
+            ("run", &valid_run),
+            ("wf", "hello"),
+            ("step", "no-such-step"),
+            ("att", "1"),
+        ],
+        vec![
+            ("v", "1"),
+            ("run", &valid_run),
+            ("wf", "hello"),
+            ("step", "hello"),
+            ("att", "1"),
+        ],
+        vec![
+            ("v", "9"),
+            ("run", &valid_run),
+            ("wf", "hello"),
+            ("step", "hello"),
+            ("att", "1"),
+        ],
+    ];
+    for fields in &bad {
+        let _: String = fred::prelude::StreamsInterface::xadd(
+            &redis,
+            stream.as_str(),
+            false,
+            None::<()>,
+            "*",
+            fields.clone(),
+        )
+        .await
+        .unwrap();
+    }
+    let run = engine
+        .start("hello", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        engine.wait(run, WAIT).await.unwrap().status,
+        "succeeded",
+        "the worker kept running"
+    );
+    assert!(
+        eventually(WAIT, || async {
+            engine.transport().dead_letters(100).await.unwrap().len() == bad.len()
+        })
+        .await
+    );
+    let reasons: Vec<String> = engine
+        .transport()
+        .dead_letters(100)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|e| e.fields.into_iter().find(|(k, _)| k == "reason").unwrap().1)
+        .collect();
+    for expected in [
+        "missing field",
+        "not a run id",
+        "unknown workflow",
+        "has no step",
+        "unknown run",
+        "format version",
+    ] {
+        assert!(
+            reasons.iter().any(|r| r.contains(expected)),
+            "no reason mentions {expected:?}: {reasons:?}"
+        );
+    }
+    assert!(
+        eventually(WAIT, || async {
+            engine
+                .transport()
+                .depth()
+                .await
+                .map(|(_, p)| p == 0)
+                .unwrap_or(false)
+        })
+        .await
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hooks_run_as_durable_steps_after_the_run_ends() {
+    static SEEN: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+    let mut wf = Workflow::builder::<bool>("hooked", 1);
+    let input = wf.input();
+    let out = wf.step("maybe", &input, |_: StepContext, ok: bool| async move {
+        if ok {
+            Ok(7)
+        } else {
+            Err(StepError::fatal("asked to fail"))
+        }
+    });
+    wf.on_success(
+        |_: StepContext, o: tributary::workflow::RunOutcome| async move {
+            SEEN.lock()
+                .unwrap()
+                .push(format!("success {}", o.output.unwrap()));
+            Ok(())
+        },
+    );
+    wf.on_failure(
+        |_: StepContext, o: tributary::workflow::RunOutcome| async move {
+            SEEN.lock()
+                .unwrap()
+                .push(format!("failure {}", o.error.unwrap()));
+            Ok(())
+        },
+    );
+    let mut registry = Registry::default();
+    registry.register(wf.build(&out).unwrap()).unwrap();
+    let env = TestEnv::start().await;
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    let ok = engine
+        .start("hooked", json!(true), StartOptions::default())
+        .await
+        .unwrap();
+    let bad = engine
+        .start("hooked", json!(false), StartOptions::default())
+        .await
+        .unwrap();
+    engine.wait(ok, WAIT).await.unwrap();
+    engine.wait(bad, WAIT).await.unwrap();
+    assert!(
+        eventually(WAIT, || async { SEEN.lock().unwrap().len() == 2 }).await,
+        "{:?}",
+        SEEN.lock().unwrap()
+    );
+    let seen = SEEN.lock().unwrap().clone();
+    assert!(seen.contains(&"success 7".to_owned()), "{seen:?}");
+    assert!(
+        seen.iter()
+            .any(|s| s.starts_with("failure step maybe failed: asked to fail")),
+        "{seen:?}"
+    );
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_the_worker() {
+    let mut wf = Workflow::builder::<u32>("misbehaving", 1);
+    let input = wf.input();
+    let options = StepOptions::default()
+        .timeout(Duration::from_millis(200))
+        .retry(RetryPolicy::attempts(2).initial_delay(Duration::from_millis(10)));
+    let out = wf.step_with(
+        "misbehave",
+        &input,
+        options,
+        |ctx: StepContext, mode: u32| async move {
+            match (mode, ctx.attempt()) {
+                (0, 1) => tokio::time::sleep(Duration::from_secs(5)).await,
+                (1, 1) => panic!("boom"),
+                _ => {}
+            }
+            Ok::<_, StepError>(ctx.attempt())
+        },
+    );
+    let mut registry = Registry::default();
+    registry.register(wf.build(&out).unwrap()).unwrap();
+    let env = TestEnv::start().await;
+    let engine = env.engine(registry).await;
+    let worker = RunningWorker::spawn(&engine);
+    for mode in [0, 1] {
+        let run = engine
+            .start("misbehaving", json!(mode), StartOptions::default())
+            .await
+            .unwrap();
+        let view = engine.wait(run, WAIT).await.unwrap();
+        assert_eq!(view.output, Some(json!(2)), "mode {mode}: {view:#?}");
+        let retried = view
+            .events
+            .iter()
+            .find(|e| e.kind == "step_retried")
+            .unwrap();
+        let expected = if mode == 0 {
+            "timed out"
+        } else {
+            "panicked: boom"
+        };
+        assert!(
+            retried.detail.as_deref().unwrap().contains(expected),
+            "{retried:?}"
+        );
+    }
+    worker.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn retention_deletes_finished_runs_in_batches_and_keeps_running_ones() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let mut runs = Vec::new();
+    for i in 0..5 {
+        runs.push(
+            engine
+                .start("hello", json!(i), StartOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    for run in &runs {
+        engine.wait(*run, WAIT).await.unwrap();
+    }
+    worker.shutdown().await;
+    let running = engine
+        .start("hello", json!("unfinished"), StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(
+        engine
+            .store()
+            .delete_finished(Duration::ZERO, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        engine
+            .store()
+            .delete_finished(Duration::ZERO, 2)
+            .await
+            .unwrap(),
+        2
+    );
+    assert_eq!(
+        engine
+            .store()
+            .delete_finished(Duration::ZERO, 2)
+            .await
+            .unwrap(),
+        1
+    );
+    assert_eq!(
+        engine
+            .store()
+            .delete_finished(Duration::ZERO, 2)
+            .await
+            .unwrap(),
+        0
+    );
+    assert!(
+        engine.status(running).await.is_ok(),
+        "a running run is kept"
+    );
+    let steps: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_steps")
+        .fetch_one(engine.store().pool())
+        .await
+        .unwrap();
+    assert_eq!(steps, 1, "checkpoints of deleted runs go with them");
+}
