@@ -7,8 +7,10 @@
 
 use std::path::Path;
 use std::process::Stdio;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tokio::io::{AsyncBufReadExt, BufReader};
 use tokio::process::{Child, Command};
 
 use crate::config::Config;
@@ -101,15 +103,28 @@ impl TestEnv {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
+            .stderr(Stdio::piped())
             .kill_on_drop(true);
         for (k, v) in extra_env {
             command.env(k, v);
         }
-        let child = command
+        let mut child = command
             .spawn()
             .unwrap_or_else(|e| panic!("cannot spawn {}: {e}", binary.display()));
-        WorkerProcess { child }
+        // Drain stderr continuously (a full pipe would block the worker) and keep the lines.
+        let logs = Arc::new(Mutex::new(Vec::new()));
+        if let Some(stderr) = child.stderr.take() {
+            let logs = logs.clone();
+            tokio::spawn(async move {
+                let mut lines = BufReader::new(stderr).lines();
+                while let Ok(Some(line)) = lines.next_line().await {
+                    logs.lock().expect("log lock").push(line);
+                }
+            });
+        }
+        WorkerProcess { child, logs }
     }
 }
 
@@ -117,6 +132,7 @@ impl TestEnv {
 #[derive(Debug)]
 pub struct WorkerProcess {
     child: Child,
+    logs: Arc<Mutex<Vec<String>>>,
 }
 
 impl WorkerProcess {
@@ -145,6 +161,19 @@ impl WorkerProcess {
             .await
             .ok()
             .and_then(Result::ok)
+    }
+
+    /// The lines the process wrote to stderr so far.
+    pub fn logs(&self) -> Vec<String> {
+        self.logs.lock().expect("log lock").clone()
+    }
+
+    /// Waits until a stderr line contains `needle`, at most `timeout`.
+    pub async fn wait_for_log(&self, needle: &str, timeout: Duration) -> bool {
+        eventually(timeout, || async {
+            self.logs().iter().any(|l| l.contains(needle))
+        })
+        .await
     }
 
     /// SIGKILL and reap.

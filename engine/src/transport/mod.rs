@@ -13,4 +13,4 @@ mod redis;
 
 pub use error::Error;
 pub use message::{Malformed, Message};
-pub use redis::{Entry, Keys, Reader, Transport, TransportConfig};
+pub use redis::{Entry, Keys, Pending, Reader, Transport, TransportConfig};

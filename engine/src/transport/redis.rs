@@ -71,6 +71,19 @@ impl Entry {
     }
 }
 
+/// A delivered entry not yet acknowledged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Pending {
+    /// The entry id.
+    pub id: String,
+    /// The consumer it was delivered to.
+    pub consumer: String,
+    /// Time since it was delivered or its lease renewed.
+    pub idle: Duration,
+    /// How often it was delivered.
+    pub deliveries: u64,
+}
+
 /// Shared handle to Redis for non-blocking commands (cheap to clone). Blocking reads use a
 /// [`Reader`] each, on its own connection, so they never stall other commands.
 #[derive(Clone)]
@@ -451,6 +464,23 @@ impl Transport {
         parse_entries("XRANGE", reply)
     }
 
+    /// The entry with this id, if the stream still holds it.
+    ///
+    /// # Errors
+    /// A command error.
+    pub async fn entry(&self, id: &str) -> Result<Option<Entry>, Error> {
+        let args: Vec<Value> = vec![self.keys.steps.as_str().into(), id.into(), id.into()];
+        let reply: Value =
+            self.client
+                .custom(cmd("XRANGE"), args)
+                .await
+                .map_err(|e| Error::Command {
+                    command: "XRANGE",
+                    source: e,
+                })?;
+        Ok(parse_entries("XRANGE", reply)?.into_iter().next())
+    }
+
     /// The current epoch marker, `None` after a flush.
     ///
     /// # Errors
@@ -549,6 +579,41 @@ impl Transport {
             .and_then(Value::as_i64)
             .unwrap_or(0);
         Ok((len.as_i64().unwrap_or(0) as u64, pending as u64))
+    }
+
+    /// The group's pending entries (delivered, not yet acknowledged), oldest first: id,
+    /// consumer, idle time and delivery count.
+    ///
+    /// # Errors
+    /// A command error.
+    pub async fn pending(&self, count: usize) -> Result<Vec<Pending>, Error> {
+        let args: Vec<Value> = vec![
+            self.keys.steps.as_str().into(),
+            self.keys.group.as_str().into(),
+            "-".into(),
+            "+".into(),
+            (count as i64).into(),
+        ];
+        let reply: Value = self
+            .client
+            .custom(cmd("XPENDING"), args)
+            .await
+            .map_err(|e| command_error("XPENDING", &self.keys.steps, e))?;
+        Ok(reply
+            .into_array()
+            .into_iter()
+            .map(|row| {
+                let row = row.into_array();
+                Pending {
+                    id: row.first().map(text).unwrap_or_default(),
+                    consumer: row.get(1).map(text).unwrap_or_default(),
+                    idle: Duration::from_millis(
+                        row.get(2).and_then(Value::as_i64).unwrap_or(0) as u64
+                    ),
+                    deliveries: row.get(3).and_then(Value::as_i64).unwrap_or(0) as u64,
+                }
+            })
+            .collect())
     }
 
     /// Deletes entries that every consumer has read and acknowledged: those older than both

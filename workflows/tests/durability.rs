@@ -1,0 +1,408 @@
+//! Durability against real faults: worker processes killed, stalled and terminated; Redis
+//! restarted without persistence; PostgreSQL restarted. Each test has its own servers and runs
+//! the real `tributary` binary as worker processes.
+
+use std::collections::HashSet;
+use std::time::Duration;
+
+use serde_json::json;
+use tributary::ids::RunId;
+use tributary::runtime::{Engine, StartOptions};
+use tributary::testing::{TestEnv, WorkerProcess, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+const WAIT: Duration = Duration::from_secs(60);
+
+fn worker(env: &TestEnv) -> WorkerProcess {
+    env.spawn_worker(BIN.as_ref(), &[("RUST_LOG", "info")])
+}
+
+/// (run, step) → how many checkpoints committed, from the audit trail.
+async fn commits(engine: &Engine) -> Vec<(uuid::Uuid, String, i64)> {
+    sqlx::query_as(
+        "SELECT run_id, step, count(*) FROM tributary_events WHERE kind = 'step_completed'
+         GROUP BY run_id, step ORDER BY run_id, step",
+    )
+    .fetch_all(engine.store().pool())
+    .await
+    .expect("events query")
+}
+
+async fn assert_each_step_committed_once(engine: &Engine) {
+    let commits = commits(engine).await;
+    assert!(!commits.is_empty());
+    let twice: Vec<_> = commits.iter().filter(|(_, _, n)| *n != 1).collect();
+    assert!(
+        twice.is_empty(),
+        "steps checkpointed more than once: {twice:?}"
+    );
+}
+
+async fn wait_all(engine: &Engine, runs: &[RunId]) {
+    for run in runs {
+        let view = engine
+            .wait(*run, WAIT)
+            .await
+            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        assert_eq!(view.status, "succeeded", "{view:#?}");
+    }
+}
+
+/// The consumer name ends in `-<pid>-<random>`: the pid of the process holding an entry.
+fn pid_of(consumer: &str) -> u32 {
+    let mut parts = consumer.rsplit('-');
+    let _random = parts.next();
+    parts
+        .next()
+        .and_then(|p| p.parse().ok())
+        .expect("consumer names carry the pid")
+}
+
+/// Waits until some worker holds the entry of `step`; returns that worker's pid.
+async fn holder_pid(engine: &Engine, step: &str) -> u32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    while tokio::time::Instant::now() < deadline {
+        for pending in engine.transport().pending(100).await.unwrap() {
+            let entry = engine.transport().entry(&pending.id).await.unwrap();
+            if entry.is_some_and(|e| e.fields.iter().any(|(k, v)| k == "step" && v == step)) {
+                return pid_of(&pending.consumer);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no worker picked up {step} within {WAIT:?}");
+}
+
+async fn client(env: &TestEnv) -> Engine {
+    env.engine(tributary_workflows::registry().unwrap()).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_killed_mid_step_is_reclaimed_and_every_step_commits_once() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let mut workers = [worker(&env), worker(&env)];
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 4, "sleep_ms": 1500}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    // Wait until some worker holds a square item, then SIGKILL that worker mid-step.
+    let victim = holder_pid(&engine, "square[1]").await;
+    let index = workers
+        .iter()
+        .position(|w| w.pid() == victim)
+        .expect("the holder is one of ours");
+    workers[index].kill().await;
+
+    wait_all(&engine, &[run]).await;
+    let view = engine.status(run).await.unwrap();
+    assert!(
+        view.events.iter().any(|e| e.kind == "step_reclaimed"),
+        "{:#?}",
+        view.events
+    );
+    assert_eq!(
+        view.output,
+        Some(json!({"sum": 10, "sum_of_squares": 30, "items": 4}))
+    );
+    assert_each_step_committed_once(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_worker_is_fenced_and_its_late_result_is_discarded() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let workers = [worker(&env), worker(&env)];
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 1, "sleep_ms": 3000}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let holder = holder_pid(&engine, "square[0]").await;
+    let zombie = workers
+        .iter()
+        .find(|w| w.pid() == holder)
+        .expect("one of ours");
+    zombie.signal("STOP").await;
+
+    // The other worker reclaims after the 2 s lease, fences attempt 1 and runs attempt 2.
+    wait_all(&engine, &[run]).await;
+    let view = engine.status(run).await.unwrap();
+    let square = view.steps.iter().find(|s| s.step == "square[0]").unwrap();
+    assert_eq!(square.attempt, 2, "{square:?}");
+
+    // The zombie wakes up past its sleep and tries to commit attempt 1: fenced.
+    zombie.signal("CONT").await;
+    assert!(
+        zombie.wait_for_log("attempt fenced", WAIT).await,
+        "the zombie never reported its fenced attempt: {:#?}",
+        zombie.logs()
+    );
+    let view = engine.status(run).await.unwrap();
+    let square = view.steps.iter().find(|s| s.step == "square[0]").unwrap();
+    assert_eq!((square.attempt, square.status.as_str()), (2, "completed"));
+    let completed: Vec<_> = view
+        .events
+        .iter()
+        .filter(|e| e.kind == "step_completed" && e.step.as_deref() == Some("square[0]"))
+        .collect();
+    assert_eq!(completed.len(), 1, "{completed:?}");
+    assert_eq!(
+        completed[0].attempt,
+        Some(2),
+        "the newer attempt's checkpoint stands"
+    );
+    assert_each_step_committed_once(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_restarted_without_persistence_loses_no_run() {
+    let mut env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let _workers = [worker(&env), worker(&env)];
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let input = json!({"n": 3, "sleep_ms": 200 + 20 * i});
+        runs.push(
+            engine
+                .start("demo", input, StartOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    // Some progress, then all stream data is gone.
+    assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
+    let before = engine.transport().epoch().await.unwrap();
+    assert!(before.is_some());
+    env.redis.restart().await.unwrap();
+    // A worker notices the empty Redis and rebuilds it from PostgreSQL under a new epoch.
+    assert!(
+        eventually(WAIT, || async {
+            let now = engine.transport().epoch().await.ok().flatten();
+            now.is_some() && now != before
+        })
+        .await,
+        "no rebuild after the restart"
+    );
+
+    wait_all(&engine, &runs).await;
+    assert_each_step_committed_once(&engine).await;
+    // Workers keep consuming after the restart: a new run completes too.
+    let late = engine
+        .start("hello", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    wait_all(&engine, &[late]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_restarted_mid_flight_loses_no_run() {
+    let mut env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let _workers = [worker(&env), worker(&env)];
+    let mut runs = Vec::new();
+    for i in 0..20 {
+        let input = json!({"n": 3, "sleep_ms": 100 + 30 * i});
+        runs.push(
+            engine
+                .start("demo", input, StartOptions::default())
+                .await
+                .unwrap(),
+        );
+    }
+    assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
+    env.postgres.kill().await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await; // workers now fail to commit and back off
+    env.postgres.restart().await.unwrap();
+
+    wait_all(&engine, &runs).await;
+    assert_each_step_committed_once(&engine).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_workers_share_the_load_and_no_step_completes_twice() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let _workers = [worker(&env), worker(&env)];
+    let starts: Vec<_> = (0..200u64)
+        .map(|i| ("chain3".to_owned(), json!(i), StartOptions::default()))
+        .collect();
+    let runs = engine.start_batch(&starts).await.unwrap();
+    wait_all(&engine, &runs).await;
+    for (i, run) in runs.iter().enumerate() {
+        assert_eq!(
+            engine.status(*run).await.unwrap().output,
+            Some(json!(i as u64 + 3))
+        );
+    }
+    assert_each_step_committed_once(&engine).await;
+    let consumers: HashSet<String> = sqlx::query_scalar(
+        "SELECT DISTINCT detail FROM tributary_events WHERE kind = 'step_completed'",
+    )
+    .fetch_all(engine.store().pool())
+    .await
+    .unwrap()
+    .into_iter()
+    .collect();
+    assert_eq!(consumers.len(), 2, "both workers took steps: {consumers:?}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_lets_the_running_step_finish_before_the_worker_exits() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let mut first = worker(&env);
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 1, "sleep_ms": 1500}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    assert!(
+        eventually(WAIT, || async {
+            let view = engine.status(run).await.unwrap();
+            view.steps.iter().any(|s| s.step == "square[0]")
+                && engine
+                    .transport()
+                    .pending(10)
+                    .await
+                    .map(|p| !p.is_empty())
+                    .unwrap_or(false)
+        })
+        .await
+    );
+    first.signal("TERM").await;
+    let status = first
+        .wait(Duration::from_secs(20))
+        .await
+        .expect("the worker exits within its grace");
+    assert!(status.success(), "{status:?}: {:#?}", first.logs());
+    let view = engine.status(run).await.unwrap();
+    let square = view.steps.iter().find(|s| s.step == "square[0]").unwrap();
+    assert_eq!(
+        (square.status.as_str(), square.attempt),
+        ("completed", 1),
+        "finished, not abandoned"
+    );
+
+    // The rest of the run waits for a worker, and completes with one.
+    let _second = worker(&env);
+    wait_all(&engine, &[run]).await;
+    assert!(
+        !engine
+            .status(run)
+            .await
+            .unwrap()
+            .events
+            .iter()
+            .any(|e| e.kind == "step_reclaimed")
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn unreachable_servers_and_bad_configuration_give_clear_errors() {
+    let env = TestEnv::start().await;
+    let closed = tributary::services::free_port().unwrap();
+    let cases = [
+        (
+            vec![("REDIS_URL", format!("redis://127.0.0.1:{closed}"))],
+            format!("cannot connect to Redis at redis://127.0.0.1:{closed}"),
+        ),
+        (
+            vec![(
+                "DATABASE_URL",
+                format!("postgres://postgres:hunter2@127.0.0.1:{closed}/postgres"),
+            )],
+            format!(
+                "cannot connect to PostgreSQL at postgres://postgres:***@127.0.0.1:{closed}/postgres"
+            ),
+        ),
+        (
+            vec![("TRIBUTARY_WORKER_CONCURRENCY", "many".to_owned())],
+            "TRIBUTARY_WORKER_CONCURRENCY".to_owned(),
+        ),
+        (
+            vec![("REDIS_URL", "http://127.0.0.1:1".to_owned())],
+            "redis://".to_owned(),
+        ),
+    ];
+    for (overrides, expected) in cases {
+        let extra: Vec<(&str, &str)> = overrides.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let mut w = env.spawn_worker(BIN.as_ref(), &extra);
+        let status = w
+            .wait(Duration::from_secs(30))
+            .await
+            .expect("it gives up instead of hanging");
+        assert!(!status.success());
+        assert!(
+            w.wait_for_log(&expected, Duration::from_secs(5)).await,
+            "expected {expected:?} in {:#?}",
+            w.logs()
+        );
+        assert!(
+            !w.logs().iter().any(|l| l.contains("hunter2")),
+            "a password was printed: {:#?}",
+            w.logs()
+        );
+        assert!(
+            !w.logs().iter().any(|l| l.contains("panicked")),
+            "{:#?}",
+            w.logs()
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_starts_waits_and_shows_status() {
+    let env = TestEnv::start().await;
+    let _worker = worker(&env);
+    let cli = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs")
+    };
+    let out =
+        tokio::task::block_in_place(|| cli(&["start", "hello", "--wait", "--timeout", "30s"]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "\"Hello World\""
+    );
+
+    let out = tokio::task::block_in_place(|| cli(&["start", "chain3", "--input", "39"]));
+    let run = String::from_utf8_lossy(&out.stdout).trim().to_owned();
+    let engine = client(&env).await;
+    wait_all(&engine, &[run.parse().unwrap()]).await;
+    let out = tokio::task::block_in_place(|| cli(&["status", &run]));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        text.contains("succeeded") && text.contains("output    42"),
+        "{text}"
+    );
+    for step in ["a", "b", "c"] {
+        assert!(
+            text.lines()
+                .any(|l| l.starts_with(step) && l.contains("completed")),
+            "{text}"
+        );
+    }
+    let out = tokio::task::block_in_place(|| cli(&["start", "chain3", "--input", "\"x\""]));
+    assert!(!out.status.success());
+    assert!(
+        String::from_utf8_lossy(&out.stderr).contains("does not match its input type"),
+        "{out:?}"
+    );
+}
