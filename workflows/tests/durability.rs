@@ -406,3 +406,76 @@ async fn the_cli_starts_waits_and_shows_status() {
         "{out:?}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_longer_than_its_lease_renews_it_and_is_not_reclaimed() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let _workers = [worker(&env), worker(&env)];
+    // 5 s of work under a 2 s lease: only renewal keeps the other worker away.
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 1, "sleep_ms": 5000}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    wait_all(&engine, &[run]).await;
+    let view = engine.status(run).await.unwrap();
+    assert!(
+        !view.events.iter().any(|e| e.kind == "step_reclaimed"),
+        "{:#?}",
+        view.events
+    );
+    assert_eq!(
+        view.steps
+            .iter()
+            .find(|s| s.step == "square[0]")
+            .unwrap()
+            .attempt,
+        1
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn past_the_shutdown_grace_a_step_is_cancelled_and_handed_back() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let mut first = env.spawn_worker(
+        BIN.as_ref(),
+        &[
+            ("RUST_LOG", "info"),
+            ("TRIBUTARY_WORKER_SHUTDOWN_GRACE", "500ms"),
+        ],
+    );
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 1, "sleep_ms": 8000, "fail_times": 0}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let holder = holder_pid(&engine, "square[0]").await;
+    assert_eq!(holder, first.pid());
+    first.signal("TERM").await;
+    let status = first
+        .wait(Duration::from_secs(20))
+        .await
+        .expect("the worker exits soon after its grace");
+    assert!(status.success(), "{status:?}");
+    assert!(
+        first
+            .wait_for_log("handing back", Duration::from_secs(1))
+            .await,
+        "{:#?}",
+        first.logs()
+    );
+    // The handed-back entry is waiting on the stream for the next worker, not in a pending list.
+    let pending = engine.transport().pending(10).await.unwrap();
+    assert!(pending.is_empty(), "{pending:?}");
+    let _second = worker(&env);
+    wait_all(&engine, &[run]).await;
+    assert_each_step_committed_once(&engine).await;
+}

@@ -581,7 +581,7 @@ async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_th
     let mut wf = Workflow::builder::<u32>("misbehaving", 1);
     let input = wf.input();
     let options = StepOptions::default()
-        .timeout(Duration::from_millis(200))
+        .timeout(Duration::from_millis(1500))
         .retry(RetryPolicy::attempts(2).initial_delay(Duration::from_millis(10)));
     let out = wf.step_with(
         "misbehave",
@@ -589,7 +589,7 @@ async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_th
         options,
         |ctx: StepContext, mode: u32| async move {
             match (mode, ctx.attempt()) {
-                (0, 1) => tokio::time::sleep(Duration::from_secs(5)).await,
+                (0, 1) => tokio::time::sleep(Duration::from_secs(30)).await,
                 (1, 1) => panic!("boom"),
                 _ => {}
             }

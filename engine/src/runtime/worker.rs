@@ -176,15 +176,16 @@ async fn hand_back(worker: &Worker, entries: Vec<Entry>) {
 }
 
 async fn hand_back_ids(worker: &Worker, ids: Vec<String>) {
-    // The ids' fields are needed to re-add them: claim them to ourselves to read them back.
+    // Re-adding an entry needs its fields: read them back from the stream by id.
     let mut entries = Vec::new();
-    if let Ok(claimed) = worker
-        .engine
-        .transport
-        .reclaim(&worker.consumer, Duration::ZERO, 1000)
-        .await
-    {
-        entries.extend(claimed.into_iter().filter(|e| ids.contains(&e.id)));
+    for id in ids {
+        match worker.engine.transport.entry(&id).await {
+            Ok(Some(entry)) => entries.push(entry),
+            Ok(None) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, entry = %id, "cannot read an entry to hand back; it will be reclaimed")
+            }
+        }
     }
     hand_back(worker, entries).await;
 }
