@@ -479,3 +479,145 @@ async fn past_the_shutdown_grace_a_step_is_cancelled_and_handed_back() {
     wait_all(&engine, &[run]).await;
     assert_each_step_committed_once(&engine).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
+    let state = std::env::temp_dir().join(format!("tributary-dev-test-{}", uuid::Uuid::new_v4()));
+    let dev = || {
+        let mut command = tokio::process::Command::new(BIN);
+        command
+            .args(["dev", "--state-dir"])
+            .arg(&state)
+            .env_remove("REDIS_URL")
+            .env_remove("DATABASE_URL")
+            .env("RUST_LOG", "warn")
+            .stdin(std::process::Stdio::null())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true);
+        command.spawn().expect("tributary dev starts")
+    };
+    // Reads the URLs that `dev` prints.
+    async fn urls(child: &mut tokio::process::Child) -> (String, String) {
+        use tokio::io::AsyncBufReadExt;
+        let stderr = child.stderr.take().unwrap();
+        let mut lines = tokio::io::BufReader::new(stderr).lines();
+        let (mut redis, mut pg) = (None, None);
+        let read = async {
+            while let Ok(Some(line)) = lines.next_line().await {
+                if let Some(v) = line.trim().strip_prefix("REDIS_URL=") {
+                    redis = Some(v.to_owned());
+                }
+                if let Some(v) = line.trim().strip_prefix("DATABASE_URL=") {
+                    pg = Some(v.to_owned());
+                }
+                if redis.is_some() && pg.is_some() {
+                    break;
+                }
+            }
+        };
+        tokio::time::timeout(WAIT, read)
+            .await
+            .expect("dev printed its URLs in time");
+        // Keep draining stderr so that the process never blocks on a full pipe.
+        tokio::spawn(async move { while let Ok(Some(_)) = lines.next_line().await {} });
+        (redis.unwrap(), pg.unwrap())
+    }
+    let cli = |redis: &str, pg: &str, args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("REDIS_URL", redis)
+            .env("DATABASE_URL", pg)
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs")
+    };
+
+    let mut first = dev();
+    let (redis, pg) = urls(&mut first).await;
+    let out = tokio::task::block_in_place(|| {
+        cli(
+            &redis,
+            &pg,
+            &["start", "hello", "--wait", "--timeout", "30s"],
+        )
+    });
+    assert!(out.status.success(), "{out:?}");
+    let run = tokio::task::block_in_place(|| {
+        cli(&redis, &pg, &["start", "chain3", "--input", "1", "--wait"])
+    });
+    assert_eq!(String::from_utf8_lossy(&run.stdout).trim(), "4");
+    let count = tokio::task::block_in_place(|| {
+        cli(
+            &redis,
+            &pg,
+            &["start", "chain3", "--input", "1", "--idempotency-key", "k1"],
+        )
+    });
+    let first_run = String::from_utf8_lossy(&count.stdout).trim().to_owned();
+
+    let kill = tokio::process::Command::new("kill")
+        .arg(first.id().unwrap().to_string())
+        .status()
+        .await
+        .unwrap();
+    assert!(kill.success());
+    let status = tokio::time::timeout(WAIT, first.wait())
+        .await
+        .expect("dev stops on SIGTERM")
+        .unwrap();
+    assert!(status.success(), "{status:?}");
+
+    // Started again on the same state directory: the runs are still there.
+    let mut second = dev();
+    let (redis, pg) = urls(&mut second).await;
+    let again = tokio::task::block_in_place(|| {
+        cli(
+            &redis,
+            &pg,
+            &["start", "chain3", "--input", "1", "--idempotency-key", "k1"],
+        )
+    });
+    assert_eq!(
+        String::from_utf8_lossy(&again.stdout).trim(),
+        first_run,
+        "the idempotency key survived the restart"
+    );
+    let status = tokio::task::block_in_place(|| cli(&redis, &pg, &["status", &first_run]));
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains("succeeded"),
+        "{status:?}"
+    );
+    second.kill().await.unwrap();
+    drop(second);
+    let _ = std::fs::remove_dir_all(&state);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let _worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_WORKER_CONCURRENCY", "2")]);
+    let run = engine
+        .start(
+            "demo",
+            json!({"n": 6, "sleep_ms": 300}),
+            StartOptions::default(),
+        )
+        .await
+        .unwrap();
+    let mut most = 0;
+    // Bounded: at most 60 s of 20 ms samples.
+    for _ in 0..3000 {
+        most = most.max(engine.transport().pending(100).await.unwrap().len());
+        if engine.statuses(&[run]).await.unwrap()[&run].is_final() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    wait_all(&engine, &[run]).await;
+    assert!(most >= 1, "the sampling saw the worker busy");
+    assert!(
+        most <= 2,
+        "a worker with 2 slots held {most} entries at once"
+    );
+}

@@ -690,3 +690,84 @@ async fn retention_deletes_finished_runs_in_batches_and_keeps_running_ones() {
         .unwrap();
     assert_eq!(steps, 1, "checkpoints of deleted runs go with them");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_password_in_the_url_is_used_and_never_printed() {
+    let env = TestEnv::start().await;
+    let admin = fred::prelude::Builder::from_config(
+        fred::prelude::Config::from_url(&env.redis.url()).unwrap(),
+    )
+    .build()
+    .unwrap();
+    fred::prelude::ClientLike::init(&admin).await.unwrap();
+    let _: String = fred::prelude::ClientLike::custom(
+        &admin,
+        fred::cmd!("CONFIG"),
+        vec!["SET", "requirepass", "s3cret-pw"],
+    )
+    .await
+    .unwrap();
+
+    let mut config = env.config();
+    config.redis_url = Some(format!("redis://:s3cret-pw@127.0.0.1:{}", env.redis.port()));
+    let engine = Engine::connect(config.clone(), tributary_workflows::registry().unwrap())
+        .await
+        .unwrap();
+    let worker = RunningWorker::spawn(&engine);
+    let run = engine
+        .start("hello", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(engine.wait(run, WAIT).await.unwrap().status, "succeeded");
+    worker.shutdown().await;
+
+    config.redis_url = Some(format!("redis://:wrong-pw@127.0.0.1:{}", env.redis.port()));
+    let error = Engine::connect(config, tributary_workflows::registry().unwrap())
+        .await
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains("cannot connect to Redis") && error.contains(":***@"),
+        "{error}"
+    );
+    assert!(!error.contains("wrong-pw"), "{error}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn trimming_removes_acknowledged_entries_only() {
+    let env = TestEnv::start().await;
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let worker = RunningWorker::spawn(&engine);
+    let starts: Vec<_> = (0..20u64)
+        .map(|i| ("chain3".to_owned(), json!(i), StartOptions::default()))
+        .collect();
+    let runs = engine.start_batch(&starts).await.unwrap();
+    for run in &runs {
+        engine.wait(*run, WAIT).await.unwrap();
+    }
+    worker.shutdown().await;
+    // Every entry was acknowledged; one more is published and left unread.
+    assert!(
+        eventually(WAIT, || async {
+            engine.transport().depth().await.unwrap().1 == 0
+        })
+        .await
+    );
+    let unread = engine
+        .start("hello", json!(null), StartOptions::default())
+        .await
+        .unwrap();
+    let (before, _) = engine.transport().depth().await.unwrap();
+    assert_eq!(before, 60 + 1);
+    let removed = engine.transport().trim().await.unwrap();
+    let (after, _) = engine.transport().depth().await.unwrap();
+    assert_eq!(
+        (removed, after),
+        (60, 1),
+        "only the read and acknowledged entries go"
+    );
+
+    let worker = RunningWorker::spawn(&engine);
+    assert_eq!(engine.wait(unread, WAIT).await.unwrap().status, "succeeded");
+    worker.shutdown().await;
+}

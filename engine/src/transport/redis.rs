@@ -649,7 +649,8 @@ impl Transport {
                     .map(|(_, v)| text(v));
             }
         }
-        let Some(mut min_id) = last_delivered else {
+        // The last delivered entry itself may go: trim below the id right after it.
+        let Some(mut min_id) = last_delivered.map(|id| stream_id_next(&id)) else {
             return Ok(0);
         };
         let pending: Value = self
@@ -740,6 +741,11 @@ impl Transport {
     }
 }
 
+fn stream_id_next(id: &str) -> String {
+    let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
+    format!("{ms}-{}", seq.parse::<u64>().unwrap_or(0).saturating_add(1))
+}
+
 fn stream_id_lt(a: &str, b: &str) -> bool {
     let parse = |s: &str| {
         let (ms, seq) = s.split_once('-').unwrap_or((s, "0"));
@@ -812,5 +818,6 @@ mod tests {
         assert!(super::stream_id_lt("9-1", "10-0"));
         assert!(super::stream_id_lt("10-1", "10-2"));
         assert!(!super::stream_id_lt("10-2", "10-2"));
+        assert_eq!(super::stream_id_next("10-2"), "10-3");
     }
 }
