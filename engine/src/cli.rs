@@ -11,6 +11,7 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use clap::{Parser, Subcommand};
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use crate::config::Config;
 use crate::ids::RunId;
@@ -91,7 +92,6 @@ enum Command {
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
 pub fn main(registry: Registry) -> ExitCode {
     let cli = Cli::parse();
-    init_logging();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -99,25 +99,24 @@ pub fn main(registry: Registry) -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(run(cli, registry)) {
+    // Inside the runtime: the gRPC exporter needs one.
+    let mut telemetry = runtime.block_on(async { crate::telemetry::init() });
+    let _ = &mut telemetry;
+    let result = runtime.block_on(run(cli, registry));
+    // Flush queued spans: blocking, so on a blocking thread, while the runtime (which drives
+    // the exporter's connection) still runs.
+    let flushed = runtime.block_on(runtime.spawn_blocking(move || telemetry.shutdown()));
+    if let Err(e) = flushed {
+        eprintln!("warning: flushing spans failed: {e}");
+    }
+    drop(runtime);
+    match result {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
             ExitCode::FAILURE
         }
     }
-}
-
-fn init_logging() {
-    use tracing_subscriber::EnvFilter;
-    let filter = EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn"));
-    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
-    let _ = tracing_subscriber::fmt()
-        .with_ansi(ansi)
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr)
-        .try_init();
 }
 
 async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
@@ -145,8 +144,10 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
                 serde_json::from_str(&input).context("--input is not valid JSON")?;
             config.worker.database_connections = 2;
             let engine = Engine::connect(config, registry).await?;
+            // The CLI call is the parent of the run's span.
             let run = engine
                 .start(&workflow, input, StartOptions { idempotency_key })
+                .instrument(tracing::info_span!("tributary start", workflow.name = %workflow))
                 .await?;
             if !wait {
                 println!("{run}");
@@ -228,6 +229,13 @@ fn print_status(view: &crate::store::RunView) {
     }
     if let Some(e) = &view.error {
         println!("error     {e}");
+    }
+    if let Some(trace) = view
+        .trace_context
+        .as_deref()
+        .and_then(crate::telemetry::propagation::trace_id)
+    {
+        println!("trace     {trace}");
     }
     if let Some(o) = &view.output {
         println!("output    {o}");

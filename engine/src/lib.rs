@@ -14,6 +14,7 @@ pub mod ids;
 pub mod runtime;
 pub mod services;
 pub mod store;
+pub mod telemetry;
 pub mod testing;
 pub mod transport;
 pub mod workflow;

@@ -4,8 +4,11 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use opentelemetry::trace::TraceContextExt;
 use serde_json::Value;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
+use tracing_opentelemetry::OpenTelemetrySpanExt;
 
 use crate::config::Config;
 use crate::ids::RunId;
@@ -154,8 +157,28 @@ impl Engine {
         for (name, input, options) in runs {
             let wf: &Arc<Workflow> = self.registry.get(name)?;
             wf.check_input(input)?;
+            let run_id = RunId::new();
+            // The run's span is the root of its own trace (one trace per run, even when one
+            // call starts many runs); every step attempt, in any process, becomes its child.
+            // It links to the span that started it: the CLI call or the scheduler tick.
+            let span = tracing::info_span!(
+                parent: None,
+                "workflow.run",
+                workflow.name = %wf.name(),
+                workflow.version = wf.version(),
+                workflow.run.id = %run_id,
+            );
+            let caller = tracing::Span::current()
+                .context()
+                .span()
+                .span_context()
+                .clone();
+            if caller.is_valid() {
+                span.add_link(caller);
+            }
             new.push(NewRun {
-                run_id: RunId::new(),
+                trace_context: crate::telemetry::propagation::inject(&span),
+                run_id,
                 workflow: wf.name().to_owned(),
                 version: wf.version(),
                 input: input.clone(),
@@ -167,13 +190,19 @@ impl Engine {
                     .collect(),
             });
         }
-        let started = self.store.start_runs(&new, HANDOFF_GRACE).await?;
-        let dispatch: Vec<Dispatch> = started
-            .iter()
-            .flat_map(|s| s.dispatch.iter().cloned())
-            .collect();
-        self.hand_off(&dispatch).await;
-        Ok(started.into_iter().map(|s| s.run_id).collect())
+        // The I/O runs outside the caller's span: connection tasks that the pool or the Redis
+        // client spawn here could otherwise keep that span open (and so never exported) for
+        // as long as they live. The runs' own spans carry the trace from here on.
+        let io = async {
+            let started = self.store.start_runs(&new, HANDOFF_GRACE).await?;
+            let dispatch: Vec<Dispatch> = started
+                .iter()
+                .flat_map(|s| s.dispatch.iter().cloned())
+                .collect();
+            self.hand_off(&dispatch).await;
+            Ok::<_, Error>(started.into_iter().map(|s| s.run_id).collect())
+        };
+        io.instrument(tracing::Span::none()).await
     }
 
     /// Publishes waiting steps and marks them ready. On failure they stay due-time state, and

@@ -16,6 +16,7 @@ use serde_json::Value;
 use tokio::sync::Semaphore;
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
+use tracing::Instrument;
 
 use super::engine::{Engine, Error};
 use crate::ids::RunId;
@@ -345,6 +346,7 @@ async fn successors_to_republish(
     .unwrap_or_default()
     .into_iter()
     .map(|(step, attempt)| Dispatch {
+        trace_context: msg.trace_context.clone(),
         run_id: run,
         workflow: workflow.name().to_owned(),
         step,
@@ -445,6 +447,7 @@ async fn execute(
             None
         }
     };
+    let span = step_span(worker, entry, msg, workflow);
     let cancel = worker.hard_stop.child_token();
     worker
         .in_flight
@@ -479,7 +482,7 @@ async fn execute(
             };
             let future = (def.function())(ctx, values);
             // Spawned so that a panic in user code fails the attempt, not the worker.
-            let mut task = tokio::spawn(future);
+            let mut task = tokio::spawn(future.instrument(span.clone()));
             match tokio::time::timeout(def.options.timeout, &mut task).await {
                 Ok(Ok(result)) => result,
                 Ok(Err(join)) if join.is_panic() => Err(StepError::retryable(format!(
@@ -502,8 +505,10 @@ async fn execute(
         return;
     }
     let store = worker.engine.store.clone();
+    let checkpoint_span = tracing::info_span!(parent: &span, "workflow.checkpoint");
     let outcome = match result {
         Ok(output) => {
+            span.record("workflow.step.outcome", "succeeded");
             let done = Completed {
                 run_id: msg.run_id,
                 step: msg.step.clone(),
@@ -515,6 +520,7 @@ async fn execute(
             patiently(worker, "committing a checkpoint", || {
                 store.complete(workflow, &done)
             })
+            .instrument(checkpoint_span)
             .await
         }
         Err(error) => {
@@ -531,9 +537,20 @@ async fn execute(
                 started_at: Some(started_at),
                 retry_event: "step_retried",
             };
+            span.record(
+                "workflow.step.outcome",
+                if retry_after.is_some() {
+                    "retrying"
+                } else {
+                    "failed"
+                },
+            );
+            span.record("otel.status_code", "ERROR");
+            span.record("error.message", error.message());
             let outcome = patiently(worker, "recording a failure", || {
                 store.fail(workflow, &failure)
             })
+            .instrument(checkpoint_span)
             .await;
             if retry_after.is_none() && matches!(outcome, Some(Some(_))) {
                 let reason = format!("step failed after {used} attempt(s): {}", error.message());
@@ -554,16 +571,55 @@ async fn execute(
     match outcome {
         // Committed: publish what it readied, then acknowledge. (If publishing never
         // succeeds, the entry stays pending: its redelivery re-publishes the successors.)
-        Some(Some(dispatch)) if publish(worker, &dispatch).await => ack(worker, &entry.id).await,
+        Some(Some(dispatch))
+            if publish(worker, &dispatch)
+                .instrument(
+                    tracing::info_span!(parent: &span, "workflow.publish", count = dispatch.len()),
+                )
+                .await =>
+        {
+            ack(worker, &entry.id).await
+        }
         Some(Some(_)) => {}
         // Fenced: a newer attempt owns the step, or it is already checkpointed or cancelled.
         Some(None) => {
+            span.record("workflow.step.outcome", "fenced");
             tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
             ack(worker, &entry.id).await;
         }
         // The store stayed unavailable: leave the entry pending, to be reclaimed.
         None => {}
     }
+}
+
+/// The span of one attempt, a child of the run's span carried by the entry.
+fn step_span(worker: &Worker, entry: &Entry, msg: &Message, workflow: &Workflow) -> tracing::Span {
+    // A stream id starts with the milliseconds at which the entry was added.
+    let added_ms = entry
+        .id
+        .split('-')
+        .next()
+        .and_then(|ms| ms.parse::<i64>().ok());
+    let queue_wait_ms = added_ms
+        .map(|ms| (Utc::now().timestamp_millis() - ms).max(0))
+        .unwrap_or(0);
+    let span = tracing::info_span!(
+        "workflow.step",
+        workflow.name = %msg.workflow,
+        workflow.version = workflow.version(),
+        workflow.run.id = %msg.run_id,
+        workflow.step.name = %msg.step,
+        workflow.step.attempt = msg.attempt,
+        workflow.step.queue_wait_ms = queue_wait_ms,
+        workflow.step.outcome = tracing::field::Empty,
+        messaging.consumer.name = %worker.consumer,
+        otel.status_code = tracing::field::Empty,
+        error.message = tracing::field::Empty,
+    );
+    if let Some(tp) = &msg.trace_context {
+        crate::telemetry::propagation::set_parent(&span, tp);
+    }
+    span
 }
 
 fn inputs(workflow: &Workflow, step: StepRef, loaded: &Loaded) -> Result<Vec<Value>, String> {

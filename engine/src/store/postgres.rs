@@ -30,6 +30,8 @@ pub struct NewRun {
     pub idempotency_key: Option<String>,
     /// The steps ready at start.
     pub roots: Vec<String>,
+    /// The trace context of the run's root span, if traced.
+    pub trace_context: Option<String>,
 }
 
 /// The outcome of starting one run.
@@ -54,6 +56,8 @@ pub struct Dispatch {
     pub step: String,
     /// The attempt the entry is for.
     pub attempt: Attempt,
+    /// The run's trace context, carried by the entry.
+    pub trace_context: Option<String>,
 }
 
 /// A run's status.
@@ -225,6 +229,8 @@ pub struct RunView {
     pub created_at: DateTime<Utc>,
     /// Finished.
     pub finished_at: Option<DateTime<Utc>>,
+    /// The run's trace context (`traceparent`), if it was traced.
+    pub trace_context: Option<String>,
     /// Steps in the order they became ready.
     pub steps: Vec<StepView>,
     /// The audit trail, oldest first.
@@ -292,14 +298,15 @@ impl Store {
         let mut started = Vec::with_capacity(runs.len());
         for run in runs {
             let inserted = sqlx::query(
-                "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key)
-                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT DO NOTHING RETURNING run_id",
+                "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key, trace_context)
+                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING run_id",
             )
             .bind(run.run_id.0)
             .bind(&run.workflow)
             .bind(run.version as i32)
             .bind(&run.input)
             .bind(&run.idempotency_key)
+            .bind(&run.trace_context)
             .fetch_optional(&mut *tx)
             .await
             .op("insert run")?;
@@ -334,6 +341,7 @@ impl Store {
                 .roots
                 .iter()
                 .map(|step| Dispatch {
+                    trace_context: run.trace_context.clone(),
                     run_id: run.run_id,
                     workflow: run.workflow.clone(),
                     step: step.clone(),
@@ -389,7 +397,7 @@ impl Store {
              UPDATE tributary_steps s SET due_at = now() + $2::interval
              FROM due, tributary_runs r
              WHERE s.run_id = due.run_id AND s.step = due.step AND r.run_id = s.run_id
-             RETURNING s.run_id, r.workflow, s.step, s.attempt",
+             RETURNING s.run_id, r.workflow, s.step, s.attempt, r.trace_context",
         )
         .bind(limit)
         .bind(interval(lease))
@@ -415,7 +423,7 @@ impl Store {
             None => (uuid::Uuid::nil(), String::new()),
         };
         let rows = sqlx::query(
-            "SELECT s.run_id, r.workflow, s.step, s.attempt FROM tributary_steps s
+            "SELECT s.run_id, r.workflow, s.step, s.attempt, r.trace_context FROM tributary_steps s
              JOIN tributary_runs r ON r.run_id = s.run_id
              WHERE s.status = 'ready' AND (r.status = 'running' OR s.step IN ($4, $5))
                AND (s.run_id, s.step) > ($1, $2)
@@ -495,7 +503,7 @@ impl Store {
         done: &Completed,
     ) -> Result<Option<Vec<Dispatch>>, Error> {
         let mut tx = self.pool.begin().await.op("begin checkpoint")?;
-        let run_status = lock_run(&mut tx, done.run_id).await?;
+        let (run_status, trace) = lock_run_traced(&mut tx, done.run_id).await?.unzip();
         let updated = sqlx::query(
             "UPDATE tributary_steps SET status = 'completed', output = $4, error = NULL, due_at = NULL,
                     started_at = $5, finished_at = now()
@@ -528,7 +536,7 @@ impl Store {
             advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?;
         }
         tx.commit().await.op("commit checkpoint")?;
-        Ok(Some(dispatch))
+        Ok(Some(with_trace(dispatch, trace.flatten())))
     }
 
     /// Records a failed attempt: a retry as due-time state, or the step's (and run's) failure.
@@ -542,7 +550,7 @@ impl Store {
         failure: &Failure,
     ) -> Result<Option<Vec<Dispatch>>, Error> {
         let mut tx = self.pool.begin().await.op("begin failure")?;
-        let run_status = lock_run(&mut tx, failure.run_id).await?;
+        let (run_status, trace) = lock_run_traced(&mut tx, failure.run_id).await?.unzip();
         let mut dispatch = Vec::new();
         if let Some(delay) = failure.retry_after {
             let updated = sqlx::query(
@@ -617,7 +625,7 @@ impl Store {
             }
         }
         tx.commit().await.op("commit failure")?;
-        Ok(Some(dispatch))
+        Ok(Some(with_trace(dispatch, trace.flatten())))
     }
 
     /// Cancels a running run: its run row and every step not yet finished. Returns `false`
@@ -729,7 +737,7 @@ impl Store {
     /// [`Error::UnknownRun`] or a query error.
     pub async fn run_view(&self, run_id: RunId) -> Result<RunView, Error> {
         let run = sqlx::query(
-            "SELECT workflow, version, status, input, output, error, created_at, finished_at
+            "SELECT workflow, version, status, input, output, error, created_at, finished_at, trace_context
              FROM tributary_runs WHERE run_id = $1",
         )
         .bind(run_id.0)
@@ -792,6 +800,7 @@ impl Store {
             error: run.try_get("error").op("read run")?,
             created_at: run.try_get("created_at").op("read run")?,
             finished_at: run.try_get("finished_at").op("read run")?,
+            trace_context: run.try_get("trace_context").op("read run")?,
             steps,
             events,
         })
@@ -849,8 +858,17 @@ fn columns(dispatch: &[Dispatch]) -> (Vec<uuid::Uuid>, Vec<String>, Vec<i32>) {
     )
 }
 
+/// Stamps the run's trace context on dispatches made inside a transaction of that run.
+fn with_trace(mut dispatch: Vec<Dispatch>, trace: Option<String>) -> Vec<Dispatch> {
+    for d in &mut dispatch {
+        d.trace_context.clone_from(&trace);
+    }
+    dispatch
+}
+
 fn dispatch_row(row: &sqlx::postgres::PgRow) -> Result<Dispatch, Error> {
     Ok(Dispatch {
+        trace_context: row.try_get("trace_context").op("read dispatch")?,
         run_id: RunId(row.try_get("run_id").op("read dispatch")?),
         workflow: row.try_get("workflow").op("read dispatch")?,
         step: row.try_get("step").op("read dispatch")?,
@@ -862,13 +880,23 @@ fn dispatch_row(row: &sqlx::postgres::PgRow) -> Result<Dispatch, Error> {
 /// steps takes this lock first, so concurrent completions of a fan-in's dependencies see each
 /// other and exactly one of them readies the fan-in step.
 async fn lock_run(tx: &mut PgConnection, run_id: RunId) -> Result<Option<RunStatus>, Error> {
-    let status: Option<String> =
-        sqlx::query_scalar("SELECT status FROM tributary_runs WHERE run_id = $1 FOR UPDATE")
-            .bind(run_id.0)
-            .fetch_optional(&mut *tx)
-            .await
-            .op("lock run")?;
-    status.as_deref().map(RunStatus::parse).transpose()
+    Ok(lock_run_traced(tx, run_id).await?.map(|(status, _)| status))
+}
+
+/// [`lock_run`], also returning the run's trace context.
+async fn lock_run_traced(
+    tx: &mut PgConnection,
+    run_id: RunId,
+) -> Result<Option<(RunStatus, Option<String>)>, Error> {
+    let row: Option<(String, Option<String>)> = sqlx::query_as(
+        "SELECT status, trace_context FROM tributary_runs WHERE run_id = $1 FOR UPDATE",
+    )
+    .bind(run_id.0)
+    .fetch_optional(&mut *tx)
+    .await
+    .op("lock run")?;
+    row.map(|(status, trace)| Ok((RunStatus::parse(&status)?, trace)))
+        .transpose()
 }
 
 async fn event(
@@ -954,6 +982,7 @@ async fn advance(
                 .await
                 .op("ready step")?;
                 dispatch.push(Dispatch {
+                    trace_context: None,
                     run_id,
                     workflow: workflow.name().to_owned(),
                     step: def.name.clone(),
@@ -1040,6 +1069,7 @@ async fn expand_map(
     .await
     .op("insert map items")?;
     dispatch.extend(names.into_iter().map(|step| Dispatch {
+        trace_context: None,
         run_id,
         workflow: workflow.name().to_owned(),
         step,
@@ -1197,6 +1227,7 @@ async fn finish_run(
         .await
         .op("ready hook")?;
         dispatch.push(Dispatch {
+            trace_context: None,
             run_id,
             workflow: workflow.name().to_owned(),
             step: hook.to_owned(),

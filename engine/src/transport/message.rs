@@ -8,8 +8,8 @@ pub const FORMAT_VERSION: &str = "1";
 
 /// A step entry: which attempt of which step of which run to execute.
 ///
-/// Fields on the wire: `v` (format), `run`, `wf`, `step`, `att`. Any other field is ignored,
-/// so later versions can add some (the trace context, for one).
+/// Fields on the wire: `v` (format), `run`, `wf`, `step`, `att`, and `tp` (trace context)
+/// when the run is traced. Any other field is ignored, so later versions can add some.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Message {
     /// The run.
@@ -20,6 +20,8 @@ pub struct Message {
     pub step: String,
     /// The attempt this entry is for.
     pub attempt: Attempt,
+    /// The run's W3C trace context (`traceparent[;tracestate]`), if traced.
+    pub trace_context: Option<String>,
 }
 
 /// Why an entry could not be decoded: it goes to the dead-letter stream with this reason.
@@ -30,13 +32,17 @@ pub struct Malformed(pub String);
 impl Message {
     /// The entry's fields.
     pub fn to_fields(&self) -> Vec<(&'static str, String)> {
-        vec![
+        let mut fields = vec![
             ("v", FORMAT_VERSION.to_owned()),
             ("run", self.run_id.to_string()),
             ("wf", self.workflow.clone()),
             ("step", self.step.clone()),
             ("att", self.attempt.to_string()),
-        ]
+        ];
+        if let Some(tp) = &self.trace_context {
+            fields.push(("tp", tp.clone()));
+        }
+        fields
     }
 
     /// Decodes an entry's fields.
@@ -68,11 +74,13 @@ impl Message {
             .ok()
             .filter(|a| *a >= 1)
             .ok_or_else(|| Malformed("field \"att\" is not an attempt number".into()))?;
+        let trace_context = get("tp").ok().map(str::to_owned);
         Ok(Self {
             run_id,
             workflow,
             step,
             attempt,
+            trace_context,
         })
     }
 }
@@ -84,6 +92,7 @@ impl From<&Dispatch> for Message {
             workflow: d.workflow.clone(),
             step: d.step.clone(),
             attempt: d.attempt,
+            trace_context: d.trace_context.clone(),
         }
     }
 }
@@ -106,6 +115,7 @@ mod tests {
             workflow: "demo".into(),
             step: "square[3]".into(),
             attempt: 2,
+            trace_context: Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01".into()),
         };
         assert_eq!(Message::from_fields(&fields(&m)).unwrap(), m);
     }
@@ -117,6 +127,7 @@ mod tests {
             workflow: "demo".into(),
             step: "a".into(),
             attempt: 1,
+            trace_context: None,
         };
         let mut f = fields(&m);
         f.retain(|(k, _)| k != "run");

@@ -1,0 +1,130 @@
+//! OpenTelemetry: one trace per run, one span per step attempt, exported over OTLP.
+//!
+//! [`init`] installs the `tracing` subscriber (logs to stderr, with the trace and span ids of
+//! the current span) and, when an OTLP endpoint is configured, the OpenTelemetry layer with a
+//! batch exporter. Everything is configured by the standard variables:
+//! `OTEL_EXPORTER_OTLP_ENDPOINT` (or `OTEL_EXPORTER_OTLP_TRACES_ENDPOINT`),
+//! `OTEL_EXPORTER_OTLP_PROTOCOL` (`grpc` or `http/protobuf`, the default), `OTEL_SERVICE_NAME`
+//! (default `tributary`), `OTEL_RESOURCE_ATTRIBUTES`, `OTEL_TRACES_SAMPLER` / `_ARG`,
+//! `OTEL_SDK_DISABLED`, `OTEL_TRACES_EXPORTER=none`.
+//!
+//! The trace context travels inside each stream entry ([`propagation`]), so a step run by
+//! another process, or retried hours later, joins its run's trace. Attribute keys live in
+//! [`attributes`]. Nothing here knows of Redis or PostgreSQL.
+
+pub mod attributes;
+pub mod propagation;
+
+use opentelemetry::trace::TracerProvider as _;
+use opentelemetry_sdk::Resource;
+use opentelemetry_sdk::trace::SdkTracerProvider;
+use tracing_subscriber::EnvFilter;
+use tracing_subscriber::Layer;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
+
+/// A telemetry set-up problem. The engine still runs, without export.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum Error {
+    /// The OTLP exporter could not be built from the configuration.
+    #[error("cannot build the OTLP exporter: {0}")]
+    Exporter(String),
+}
+
+/// Flushes and stops the exporter when shut down (or dropped).
+#[derive(Debug, Default)]
+pub struct TelemetryGuard {
+    provider: Option<SdkTracerProvider>,
+}
+
+impl TelemetryGuard {
+    /// Whether spans are exported.
+    pub fn exporting(&self) -> bool {
+        self.provider.is_some()
+    }
+
+    /// Exports what is queued and stops the exporter. Blocking: call it from a thread that may
+    /// block (e.g. `spawn_blocking`), never from a current-thread runtime's thread.
+    pub fn shutdown(&mut self) {
+        if let Some(provider) = self.provider.take()
+            && let Err(e) = provider.shutdown()
+        {
+            eprintln!("warning: flushing spans at shutdown failed: {e}");
+        }
+    }
+}
+
+impl Drop for TelemetryGuard {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// Whether the standard variables ask for OTLP export.
+pub fn export_configured() -> bool {
+    let disabled = env("OTEL_SDK_DISABLED").is_some_and(|v| v.eq_ignore_ascii_case("true"));
+    let none = env("OTEL_TRACES_EXPORTER").is_some_and(|v| v.eq_ignore_ascii_case("none"));
+    let endpoint = env("OTEL_EXPORTER_OTLP_ENDPOINT").is_some()
+        || env("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT").is_some();
+    endpoint && !disabled && !none
+}
+
+/// Builds the tracer provider from the standard variables, or `None` when export is off.
+///
+/// # Errors
+/// [`Error::Exporter`] when the exporter cannot be built (e.g. an unknown protocol).
+pub fn tracer_provider() -> Result<Option<SdkTracerProvider>, Error> {
+    if !export_configured() {
+        return Ok(None);
+    }
+    let exporter = opentelemetry_otlp::SpanExporter::builder()
+        .build()
+        .map_err(|e| Error::Exporter(e.to_string()))?;
+    let mut resource = Resource::builder();
+    if env("OTEL_SERVICE_NAME").is_none() {
+        resource = resource.with_service_name("tributary");
+    }
+    let provider = SdkTracerProvider::builder()
+        .with_batch_exporter(exporter)
+        .with_resource(resource.build())
+        .build();
+    Ok(Some(provider))
+}
+
+/// Installs logging and, when configured, span export. Call once, inside a Tokio runtime
+/// (the gRPC exporter needs one).
+pub fn init() -> TelemetryGuard {
+    opentelemetry::global::set_text_map_propagator(
+        opentelemetry_sdk::propagation::TraceContextPropagator::new(),
+    );
+    let filter = EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| EnvFilter::new("info,sqlx=warn,fred=warn"));
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    // RUST_LOG filters the logs only: exported spans do not depend on the log level.
+    let fmt = tracing_subscriber::fmt::layer()
+        .with_ansi(ansi)
+        .with_writer(std::io::stderr)
+        .with_filter(filter);
+    let (provider, problem) = match tracer_provider() {
+        Ok(p) => (p, None),
+        Err(e) => (None, Some(e)),
+    };
+    let otel = provider.as_ref().map(|p| {
+        tracing_opentelemetry::layer()
+            .with_tracer(p.tracer("tributary"))
+            .with_filter(tracing_subscriber::filter::LevelFilter::INFO)
+    });
+    let _ = tracing_subscriber::registry()
+        .with(fmt)
+        .with(otel)
+        .try_init();
+    if let Some(e) = problem {
+        tracing::warn!(error = %e, "span export is off");
+    }
+    TelemetryGuard { provider }
+}

@@ -1,0 +1,273 @@
+//! Traces: a multi-step run executed by two worker processes is one trace, with one span per
+//! step attempt, exported over OTLP to a receiver started by the test.
+
+use std::collections::{HashMap, HashSet};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
+use opentelemetry_proto::tonic::common::v1::any_value::Value;
+use opentelemetry_proto::tonic::trace::v1::Span;
+use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use tributary::telemetry::attributes as attr;
+use tributary::testing::{TestEnv, eventually};
+
+const BIN: &str = env!("CARGO_BIN_EXE_tributary");
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An OTLP/gRPC trace receiver that keeps every span it is sent.
+#[derive(Clone, Default)]
+struct Receiver {
+    spans: Arc<Mutex<Vec<(String, Span)>>>,
+}
+
+#[tonic::async_trait]
+impl TraceService for Receiver {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        let mut spans = self.spans.lock().unwrap();
+        for resource in request.into_inner().resource_spans {
+            let service = resource
+                .resource
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .find(|a| a.key == "service.name")
+                .and_then(|a| a.value.as_ref())
+                .map(|v| format!("{:?}", v.value))
+                .unwrap_or_default();
+            for scope in resource.scope_spans {
+                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
+            }
+        }
+        Ok(tonic::Response::new(ExportTraceServiceResponse {
+            partial_success: None,
+        }))
+    }
+}
+
+impl Receiver {
+    async fn start() -> (Self, u16) {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let receiver = Self::default();
+        let service = TraceServiceServer::new(receiver.clone());
+        tokio::spawn(
+            tonic::transport::Server::builder()
+                .add_service(service)
+                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
+        );
+        (receiver, port)
+    }
+
+    fn spans(&self) -> Vec<Span> {
+        self.spans
+            .lock()
+            .unwrap()
+            .iter()
+            .map(|(_, s)| s.clone())
+            .collect()
+    }
+}
+
+fn attribute(span: &Span, key: &str) -> Option<String> {
+    span.attributes
+        .iter()
+        .find(|a| a.key == key)
+        .and_then(|a| a.value.as_ref())
+        .and_then(|v| match &v.value {
+            Some(Value::StringValue(s)) => Some(s.clone()),
+            Some(Value::IntValue(i)) => Some(i.to_string()),
+            Some(Value::BoolValue(b)) => Some(b.to_string()),
+            Some(Value::DoubleValue(d)) => Some(d.to_string()),
+            _ => None,
+        })
+}
+
+fn otel_env(port: u16) -> Vec<(&'static str, String)> {
+    vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{port}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc".into()),
+        ("OTEL_SERVICE_NAME", "tributary-test".into()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".into()),
+    ]
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt() {
+    let env = TestEnv::start().await;
+    let (receiver, port) = Receiver::start().await;
+    let vars = otel_env(port);
+    let mut extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    extra.push(("TRIBUTARY_WORKER_CONCURRENCY", "2"));
+    let _workers = [
+        env.spawn_worker(BIN.as_ref(), &extra),
+        env.spawn_worker(BIN.as_ref(), &extra),
+    ];
+
+    // Started from the CLI, whose call span is the run span's parent.
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args([
+                "start",
+                "demo",
+                "--input",
+                r#"{"n": 6, "sleep_ms": 300, "fail_times": 1}"#,
+                "--wait",
+                "--timeout",
+                "60s",
+            ])
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .envs(vars.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{out:?}");
+
+    // numbers, sum, 6 items × 2 attempts, join, report = 16 step spans.
+    let complete = eventually(WAIT, || async {
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.name == attr::STEP_SPAN)
+            .count()
+            >= 16
+            && receiver.spans().iter().any(|s| s.name == attr::RUN_SPAN)
+    })
+    .await;
+    let spans = receiver.spans();
+    assert!(
+        complete,
+        "spans received: {:?}; the CLI said: {}",
+        spans.iter().map(|s| &s.name).collect::<Vec<_>>(),
+        String::from_utf8_lossy(&out.stderr)
+    );
+
+    let run = spans.iter().find(|s| s.name == attr::RUN_SPAN).unwrap();
+    assert!(
+        run.parent_span_id.is_empty(),
+        "a run is the root of its own trace"
+    );
+    assert_eq!(
+        run.links.len(),
+        1,
+        "the run span links to the CLI call that started it"
+    );
+    assert_ne!(run.links[0].trace_id, run.trace_id);
+    let run_id = attribute(run, attr::RUN_ID).unwrap();
+    assert_eq!(attribute(run, attr::WORKFLOW_NAME).as_deref(), Some("demo"));
+
+    let steps: Vec<&Span> = spans.iter().filter(|s| s.name == attr::STEP_SPAN).collect();
+    let traces: HashSet<&Vec<u8>> = steps
+        .iter()
+        .map(|s| &s.trace_id)
+        .chain([&run.trace_id])
+        .collect();
+    assert_eq!(traces.len(), 1, "one trace per run");
+    for step in &steps {
+        assert_eq!(
+            step.parent_span_id, run.span_id,
+            "every attempt is a child of the run span"
+        );
+        assert_eq!(
+            attribute(step, attr::RUN_ID).as_deref(),
+            Some(run_id.as_str())
+        );
+        assert_eq!(
+            attribute(step, attr::WORKFLOW_NAME).as_deref(),
+            Some("demo")
+        );
+        assert_eq!(
+            attribute(step, attr::WORKFLOW_VERSION).as_deref(),
+            Some("1")
+        );
+        assert!(attribute(step, attr::QUEUE_WAIT_MS).is_some());
+    }
+    // The retried item shows as two attempt spans: the first failed and retrying.
+    let square0: HashMap<String, &Span> = steps
+        .iter()
+        .filter(|s| attribute(s, attr::STEP).as_deref() == Some("square[0]"))
+        .map(|s| (attribute(s, attr::ATTEMPT).unwrap(), *s))
+        .collect();
+    assert_eq!(square0.len(), 2, "{square0:?}");
+    let first = square0["1"];
+    assert_eq!(attribute(first, attr::OUTCOME).as_deref(), Some("retrying"));
+    assert_eq!(
+        first.status.as_ref().map(|s| s.code),
+        Some(StatusCode::Error as i32)
+    );
+    assert!(
+        attribute(first, attr::ERROR_MESSAGE)
+            .unwrap()
+            .contains("planned failure")
+    );
+    assert_eq!(
+        attribute(square0["2"], attr::OUTCOME).as_deref(),
+        Some("succeeded")
+    );
+    // The checkpoint commit is visible inside each attempt.
+    let checkpoints = spans
+        .iter()
+        .filter(|s| s.name == attr::CHECKPOINT_SPAN)
+        .count();
+    assert!(checkpoints >= 16, "{checkpoints} checkpoint spans");
+    // Both worker processes ran steps of this run.
+    let consumers: HashSet<String> = steps
+        .iter()
+        .filter_map(|s| attribute(s, attr::CONSUMER))
+        .collect();
+    assert_eq!(consumers.len(), 2, "{consumers:?}");
+
+    // `tributary status` names the trace.
+    let status = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args(["status", &run_id])
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .output()
+            .unwrap()
+    });
+    let trace_hex: String = run.trace_id.iter().map(|b| format!("{b:02x}")).collect();
+    assert!(
+        String::from_utf8_lossy(&status.stdout).contains(&format!("trace     {trace_hex}")),
+        "{status:?}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_no_collector_reachable_the_engine_runs_normally() {
+    let env = TestEnv::start().await;
+    let closed = tributary::services::free_port().unwrap();
+    let vars = otel_env(closed);
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _worker = env.spawn_worker(BIN.as_ref(), &extra);
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args([
+                "start",
+                "chain3",
+                "--input",
+                "1",
+                "--wait",
+                "--timeout",
+                "60s",
+            ])
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .envs(vars.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
+}
