@@ -57,7 +57,8 @@ impl Receiver {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let receiver = Self::default();
-        let service = TraceServiceServer::new(receiver.clone());
+        let service = TraceServiceServer::new(receiver.clone())
+            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
         tokio::spawn(
             tonic::transport::Server::builder()
                 .add_service(service)
@@ -270,4 +271,135 @@ async fn with_no_collector_reachable_the_engine_runs_normally() {
     });
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
+}
+
+/// Finds `rotel-agent` (PyPI's `rotel`): `TRIBUTARY_ROTEL_AGENT`, `PATH`, or the `rotel`
+/// Python package's directory.
+fn rotel_agent() -> std::path::PathBuf {
+    if let Ok(path) = std::env::var("TRIBUTARY_ROTEL_AGENT") {
+        return path.into();
+    }
+    if let Ok(out) = std::process::Command::new("sh")
+        .args(["-c", "command -v rotel-agent"])
+        .output()
+        && out.status.success()
+    {
+        return String::from_utf8_lossy(&out.stdout).trim().into();
+    }
+    let out = std::process::Command::new("python3")
+        .args([
+            "-c",
+            "import os, rotel; print(os.path.join(os.path.dirname(rotel.__file__), 'rotel-agent'))",
+        ])
+        .output();
+    match out {
+        Ok(out) if out.status.success() => String::from_utf8_lossy(&out.stdout).trim().into(),
+        _ => panic!(
+            "rotel-agent not found: install the OpenTelemetry collector with `pip install --pre rotel`, or set TRIBUTARY_ROTEL_AGENT"
+        ),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spans_reach_a_real_collector_over_otlp_http() {
+    let env = TestEnv::start().await;
+    let (receiver, receiver_port) = Receiver::start().await;
+    let grpc = tributary::services::free_port().unwrap();
+    let http = tributary::services::free_port().unwrap();
+    // The collector takes OTLP/HTTP from the engine and forwards OTLP/gRPC to our receiver.
+    let mut collector = tokio::process::Command::new(rotel_agent())
+        .args([
+            "start",
+            "--otlp-grpc-endpoint",
+            &format!("127.0.0.1:{grpc}"),
+        ])
+        .args(["--otlp-http-endpoint", &format!("127.0.0.1:{http}")])
+        .args([
+            "--exporter",
+            "otlp",
+            "--otlp-exporter-endpoint",
+            &format!("http://127.0.0.1:{receiver_port}"),
+        ])
+        .args(["--otlp-exporter-protocol", "grpc"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("rotel-agent starts");
+    assert!(
+        eventually(WAIT, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", http))
+                .await
+                .is_ok()
+        })
+        .await,
+        "the collector never listened"
+    );
+    let vars = vec![
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{http}"),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
+        ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
+    ];
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let _worker = env.spawn_worker(BIN.as_ref(), &extra);
+    let out = tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args([
+                "start",
+                "chain3",
+                "--input",
+                "1",
+                "--wait",
+                "--timeout",
+                "60s",
+            ])
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .envs(vars.iter().map(|(k, v)| (k, v)))
+            .output()
+            .unwrap()
+    });
+    assert!(out.status.success(), "{out:?}");
+    let arrived = eventually(WAIT, || async {
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.name == attr::STEP_SPAN)
+            .count()
+            >= 3
+            && receiver.spans().iter().any(|s| s.name == attr::RUN_SPAN)
+    })
+    .await;
+    assert!(
+        arrived,
+        "spans through the collector: {:?}",
+        receiver.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
+    );
+    let services: HashSet<String> = receiver
+        .spans
+        .lock()
+        .unwrap()
+        .iter()
+        .map(|(svc, _)| svc.clone())
+        .collect();
+    assert!(
+        services.iter().all(|s| s.contains("tributary")),
+        "default service name: {services:?}"
+    );
+    let run = receiver
+        .spans()
+        .into_iter()
+        .find(|s| s.name == attr::RUN_SPAN)
+        .unwrap();
+    assert!(
+        receiver
+            .spans()
+            .iter()
+            .filter(|s| s.name == attr::STEP_SPAN)
+            .all(|s| s.trace_id == run.trace_id)
+    );
+    collector.kill().await.unwrap();
 }
