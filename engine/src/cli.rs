@@ -81,11 +81,30 @@ enum Command {
     },
     /// List the registered workflows.
     Workflows,
+    /// List the schedules (next fire time, last run), or pause or resume one.
+    Schedules {
+        #[command(subcommand)]
+        action: Option<ScheduleAction>,
+    },
     /// List the newest entries of the dead-letter stream.
     DeadLetters {
         /// How many.
         #[arg(long, default_value_t = 20)]
         count: usize,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum ScheduleAction {
+    /// Stop starting runs for this schedule.
+    Pause {
+        /// The schedule's name.
+        name: String,
+    },
+    /// Start runs again (missed ticks are caught up within the schedule's limit).
+    Resume {
+        /// The schedule's name.
+        name: String,
     },
 }
 
@@ -200,6 +219,22 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
             }
             Ok(())
         }
+        Command::Schedules { action } => {
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            match action {
+                Some(ScheduleAction::Pause { name }) => {
+                    engine.pause_schedule(&name, true).await?;
+                    println!("schedule {name} paused");
+                }
+                Some(ScheduleAction::Resume { name }) => {
+                    engine.pause_schedule(&name, false).await?;
+                    println!("schedule {name} resumed");
+                }
+                None => print_schedules(&engine).await?,
+            }
+            Ok(())
+        }
         Command::DeadLetters { count } => {
             config.worker.database_connections = 2;
             let engine = Engine::connect(config, registry).await?;
@@ -268,6 +303,40 @@ fn print_status(view: &crate::store::RunView) {
             e.detail.as_deref().unwrap_or("")
         );
     }
+}
+
+async fn print_schedules(engine: &Engine) -> anyhow::Result<()> {
+    let rows = engine.store().schedules().await?;
+    let now = chrono::Utc::now();
+    println!(
+        "{:<24} {:<14} {:<20} {:<16} {:<7} {:<26} {:<26} last run",
+        "schedule", "workflow", "cron", "zone", "paused", "next fire (UTC)", "last tick (UTC)"
+    );
+    for s in engine.schedules() {
+        let spec = s.schedule.spec();
+        let row = rows.iter().find(|r| r.name == spec.name);
+        let fmt = |t: Option<chrono::DateTime<chrono::Utc>>| {
+            t.map(|t| t.format("%Y-%m-%d %H:%M:%S").to_string())
+                .unwrap_or_else(|| "-".into())
+        };
+        let last_run = row
+            .and_then(|r| {
+                r.last_run_id
+                    .map(|id| format!("{id} {}", r.last_run_status.as_deref().unwrap_or("deleted")))
+            })
+            .unwrap_or_else(|| "-".into());
+        println!(
+            "{:<24} {:<14} {:<20} {:<16} {:<7} {:<26} {:<26} {last_run}",
+            spec.name,
+            s.workflow,
+            spec.cron,
+            spec.timezone,
+            row.is_some_and(|r| r.paused),
+            fmt(s.schedule.next_after(now)),
+            fmt(row.map(|r| r.last_tick)),
+        );
+    }
+    Ok(())
 }
 
 /// Runs a worker until SIGTERM or Ctrl-C.

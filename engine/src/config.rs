@@ -64,6 +64,23 @@ pub struct Config {
     pub worker: WorkerConfig,
     /// Retention of finished runs.
     pub retention: RetentionConfig,
+    /// Overrides of the schedules declared in the workflows, by schedule name
+    /// (`[schedules.<name>]` in the file).
+    pub schedules: std::collections::BTreeMap<String, ScheduleOverride>,
+}
+
+/// Changes to one declared schedule. Unset fields keep the declared value.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct ScheduleOverride {
+    /// Another cron expression.
+    pub cron: Option<String>,
+    /// Another IANA time zone.
+    pub timezone: Option<String>,
+    /// Another catch-up limit.
+    pub catch_up: Option<u32>,
+    /// `false` turns the schedule off in this deployment.
+    pub enabled: Option<bool>,
 }
 
 /// How a worker process consumes steps.
@@ -120,6 +137,7 @@ impl Default for Config {
             connect_timeout: Duration::from_secs(10),
             worker: WorkerConfig::default(),
             retention: RetentionConfig::default(),
+            schedules: Default::default(),
         }
     }
 }

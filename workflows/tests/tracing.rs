@@ -335,7 +335,7 @@ async fn spans_reach_a_real_collector_over_otlp_http() {
         .await,
         "the collector never listened"
     );
-    let vars = vec![
+    let vars = [
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
             format!("http://127.0.0.1:{http}"),

@@ -58,6 +58,7 @@ pub struct Engine {
     pub(crate) store: Store,
     pub(crate) transport: Transport,
     pub(crate) config: Arc<Config>,
+    pub(crate) schedules: Arc<Vec<super::scheduler::Scheduled>>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -79,6 +80,7 @@ impl Engine {
     /// A configuration error, or a connection error naming the server and the cause.
     pub async fn connect(config: Config, registry: Registry) -> Result<Self, Error> {
         config.validate()?;
+        let schedules = Arc::new(super::scheduler::effective(&registry, &config)?);
         let store = Store::connect(
             config.database_url()?,
             config.worker.database_connections,
@@ -100,10 +102,46 @@ impl Engine {
             store,
             transport,
             config: Arc::new(config),
+            schedules,
         };
         let holder = format!("connect-{}", uuid::Uuid::new_v4());
         super::maintenance::ensure_epoch(&engine, &holder).await?;
         Ok(engine)
+    }
+
+    /// The schedules this deployment runs (declared ones, with configuration overrides).
+    pub fn schedules(&self) -> &[super::scheduler::Scheduled] {
+        &self.schedules
+    }
+
+    /// Pauses (`true`) or resumes a schedule.
+    ///
+    /// # Errors
+    /// An unknown schedule name or a store error.
+    pub async fn pause_schedule(&self, name: &str, paused: bool) -> Result<(), Error> {
+        let Some(s) = self
+            .schedules
+            .iter()
+            .find(|s| s.schedule.spec().name == name)
+        else {
+            let known: Vec<&str> = self
+                .schedules
+                .iter()
+                .map(|s| s.schedule.spec().name.as_str())
+                .collect();
+            return Err(crate::config::Error::Invalid(format!(
+                "no schedule {name:?} (schedules: {})",
+                known.join(", ")
+            ))
+            .into());
+        };
+        let now = chrono::Utc::now();
+        let initial = s.schedule.previous_before(now).unwrap_or(now);
+        self.store
+            .schedule_state(name, &s.workflow, initial)
+            .await?;
+        self.store.set_paused(name, paused).await?;
+        Ok(())
     }
 
     /// The registered workflows.

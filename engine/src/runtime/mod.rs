@@ -7,10 +7,13 @@
 //! - the lease keeper (`worker.rs`): renews the entries of running steps and cancels steps of
 //!   cancelled runs;
 //! - the maintenance loops (`maintenance.rs`): due-time poller, reclaimer, epoch watchdog
-//!   (rebuilds Redis from PostgreSQL), retention and stream trimming.
+//!   (rebuilds Redis from PostgreSQL), retention and stream trimming;
+//! - the cron scheduler (`scheduler.rs`): starts one run per schedule tick.
 
 mod engine;
 mod maintenance;
+mod scheduler;
 mod worker;
 
 pub use engine::{Engine, Error, StartOptions};
+pub use scheduler::Scheduled;

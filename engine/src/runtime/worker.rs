@@ -81,6 +81,11 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
     let mut loops = JoinSet::new();
     loops.spawn(lease_keeper(worker.clone(), background.clone()));
     super::maintenance::spawn_all(worker.clone(), background.clone(), &mut loops);
+    loops.spawn(super::scheduler::run(
+        engine.clone(),
+        engine.schedules.clone(),
+        background.clone(),
+    ));
 
     let slots = Arc::new(Semaphore::new(engine.config.worker.concurrency));
     let mut steps = JoinSet::new();

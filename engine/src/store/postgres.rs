@@ -1260,3 +1260,112 @@ impl Store {
         Ok(rows.into_iter().map(|(s, a)| (s, a as Attempt)).collect())
     }
 }
+
+/// A schedule's stored state.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ScheduleRow {
+    /// The schedule.
+    pub name: String,
+    /// Its workflow.
+    pub workflow: String,
+    /// Paused schedules start no runs.
+    pub paused: bool,
+    /// The newest tick that fired (or was skipped).
+    pub last_tick: DateTime<Utc>,
+    /// The run of the newest fired tick.
+    pub last_run_id: Option<uuid::Uuid>,
+    /// That run's status.
+    pub last_run_status: Option<String>,
+}
+
+impl Store {
+    /// The schedule's state, created with `initial_tick` as its last tick when new.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn schedule_state(
+        &self,
+        name: &str,
+        workflow: &str,
+        initial_tick: DateTime<Utc>,
+    ) -> Result<(bool, DateTime<Utc>), Error> {
+        sqlx::query("INSERT INTO tributary_schedules (name, workflow, last_tick) VALUES ($1, $2, $3) ON CONFLICT DO NOTHING")
+            .bind(name)
+            .bind(workflow)
+            .bind(initial_tick)
+            .execute(&self.pool)
+            .await
+            .op("create schedule state")?;
+        sqlx::query_as("SELECT paused, last_tick FROM tributary_schedules WHERE name = $1")
+            .bind(name)
+            .fetch_one(&self.pool)
+            .await
+            .op("read schedule state")
+    }
+
+    /// Records that `tick` fired (or was skipped); never moves backwards.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn advance_schedule(
+        &self,
+        name: &str,
+        tick: DateTime<Utc>,
+        run: Option<RunId>,
+    ) -> Result<(), Error> {
+        sqlx::query(
+            "UPDATE tributary_schedules SET last_tick = $2, last_run_id = coalesce($3, last_run_id), updated_at = now()
+             WHERE name = $1 AND last_tick < $2",
+        )
+        .bind(name)
+        .bind(tick)
+        .bind(run.map(|r| r.0))
+        .execute(&self.pool)
+        .await
+        .op("advance schedule")?;
+        Ok(())
+    }
+
+    /// Pauses or resumes a schedule. Returns `false` when no such schedule has state yet.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn set_paused(&self, name: &str, paused: bool) -> Result<bool, Error> {
+        let done = sqlx::query(
+            "UPDATE tributary_schedules SET paused = $2, updated_at = now() WHERE name = $1",
+        )
+        .bind(name)
+        .bind(paused)
+        .execute(&self.pool)
+        .await
+        .op("pause schedule")?;
+        Ok(done.rows_affected() == 1)
+    }
+
+    /// Every schedule's state with its last run's status.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, Error> {
+        let rows = sqlx::query(
+            "SELECT s.name, s.workflow, s.paused, s.last_tick, s.last_run_id, r.status AS last_run_status
+             FROM tributary_schedules s LEFT JOIN tributary_runs r ON r.run_id = s.last_run_id ORDER BY s.name",
+        )
+        .fetch_all(&self.pool)
+        .await
+        .op("list schedules")?;
+        rows.iter()
+            .map(|r| {
+                Ok(ScheduleRow {
+                    name: r.try_get("name")?,
+                    workflow: r.try_get("workflow")?,
+                    paused: r.try_get("paused")?,
+                    last_tick: r.try_get("last_tick")?,
+                    last_run_id: r.try_get("last_run_id")?,
+                    last_run_status: r.try_get("last_run_status")?,
+                })
+            })
+            .collect::<Result<_, sqlx::Error>>()
+            .op("list schedules")
+    }
+}

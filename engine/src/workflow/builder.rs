@@ -17,6 +17,7 @@ use serde::de::DeserializeOwned;
 use serde_json::Value;
 
 use super::error::{Error, StepError};
+use super::schedule::{InputFn, Schedule, ScheduleSpec, Tick};
 use super::{StepContext, StepOptions};
 use crate::ids::RunId;
 
@@ -215,6 +216,7 @@ pub struct WorkflowBuilder<I> {
     version: u32,
     defaults: StepOptions,
     steps: Vec<StepDef>,
+    schedules: Vec<Schedule>,
     errors: Vec<Error>,
     _input: PhantomData<fn(I)>,
 }
@@ -260,6 +262,7 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
             version,
             defaults: StepOptions::default(),
             steps: Vec::new(),
+            schedules: Vec::new(),
             errors,
             _input: PhantomData,
         }
@@ -349,6 +352,45 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
         let _ = item_handle; // the element type is decoded by the erased closure below
         let kind = StepKind::Map(erase::<&Handle<T>, O, F, Fut>(name.to_owned(), f));
         self.push(name, sources, kind, options)
+    }
+
+    /// Starts a run on every tick of a cron schedule; `input` builds the run's input from the
+    /// tick (its data interval). Exactly one run starts per tick, however many engine processes
+    /// run. Configuration can override the expression, zone and catch-up, or disable it.
+    ///
+    /// ```
+    /// use tributary::workflow::{ScheduleSpec, StepContext, StepError, Tick, Workflow};
+    ///
+    /// async fn fetch(_: StepContext, window: Tick) -> Result<u32, StepError> { Ok(0) }
+    /// let mut wf = Workflow::builder::<Tick>("gdelt", 1);
+    /// let input = wf.input();
+    /// let out = wf.step("fetch", &input, fetch);
+    /// wf.schedule(ScheduleSpec::new("gdelt-15m", "*/15 * * * *"), |tick: &Tick| tick.clone());
+    /// assert_eq!(wf.build(&out).unwrap().schedules().len(), 1);
+    /// ```
+    pub fn schedule<F>(&mut self, spec: ScheduleSpec, input: F) -> &mut Self
+    where
+        F: Fn(&Tick) -> I + Send + Sync + 'static,
+    {
+        let name = spec.name.clone();
+        let input: InputFn = Arc::new(move |tick: &Tick| {
+            serde_json::to_value(input(tick)).map_err(|e| e.to_string())
+        });
+        if !valid_name(&name) {
+            self.errors.push(Error::InvalidName {
+                what: "schedule",
+                name,
+            });
+            return self;
+        }
+        match Schedule::new(spec, input) {
+            Ok(schedule) => self.schedules.push(schedule),
+            Err(problem) => self.errors.push(Error::InvalidSchedule {
+                schedule: name,
+                problem,
+            }),
+        }
+        self
     }
 
     /// Runs `f` after each run that succeeds, as a durable step named `on_success` (Celery's
@@ -491,6 +533,7 @@ impl<I: Serialize + DeserializeOwned + Send + 'static> WorkflowBuilder<I> {
             name: self.name,
             version: self.version,
             steps: self.steps,
+            schedules: self.schedules,
             index,
             successors,
             output: output.source,
@@ -521,6 +564,7 @@ pub struct Workflow {
     name: String,
     version: u32,
     pub(crate) steps: Vec<StepDef>,
+    schedules: Vec<Schedule>,
     index: HashMap<String, usize>,
     successors: Vec<Vec<usize>>,
     pub(crate) output: Source,
@@ -565,6 +609,11 @@ impl Workflow {
     /// The workflow's version; a run records the version it started with.
     pub fn version(&self) -> u32 {
         self.version
+    }
+
+    /// The cron schedules declared for this workflow.
+    pub fn schedules(&self) -> &[Schedule] {
+        &self.schedules
     }
 
     /// The graph's step names in definition order (hooks excluded).

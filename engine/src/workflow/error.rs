@@ -187,6 +187,17 @@ pub enum Error {
         /// What is wrong.
         problem: String,
     },
+    /// A schedule's cron expression or time zone is invalid.
+    #[error("schedule {schedule:?}: {problem}")]
+    InvalidSchedule {
+        /// The schedule.
+        schedule: String,
+        /// What is wrong.
+        problem: String,
+    },
+    /// Two schedules share a name.
+    #[error("schedule {0:?} is declared twice")]
+    DuplicateSchedule(String),
     /// Two registered workflows share a name.
     #[error("workflow {0:?} is registered twice")]
     DuplicateWorkflow(String),

@@ -9,6 +9,7 @@ mod context;
 mod error;
 mod policy;
 mod registry;
+mod schedule;
 
 #[doc(hidden)]
 pub use builder::Source;
@@ -18,3 +19,4 @@ pub use context::StepContext;
 pub use error::{Classify, Error, ErrorKind, ResultExt, StepError};
 pub use policy::{RetryPolicy, StepOptions};
 pub use registry::Registry;
+pub use schedule::{Schedule, ScheduleSpec, Tick, parse_cron};

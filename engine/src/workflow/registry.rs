@@ -37,6 +37,16 @@ impl Registry {
         if self.workflows.contains_key(workflow.name()) {
             return Err(Error::DuplicateWorkflow(workflow.name().to_owned()));
         }
+        for schedule in workflow.schedules() {
+            let taken = self
+                .workflows
+                .values()
+                .flat_map(|w| w.schedules())
+                .any(|s| s.spec().name == schedule.spec().name);
+            if taken {
+                return Err(Error::DuplicateSchedule(schedule.spec().name.clone()));
+            }
+        }
         self.workflows
             .insert(workflow.name().to_owned(), Arc::new(workflow));
         Ok(self)
