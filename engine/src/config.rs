@@ -110,6 +110,9 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// PostgreSQL connections of one process. Default: 16.
     pub database_connections: u32,
+    /// Run the cron scheduler in this process. Any number of processes may (each tick still
+    /// starts one run); turn it off for worker pools that should only execute. Default: true.
+    pub scheduler: bool,
 }
 
 /// What is kept, and for how long.
@@ -152,6 +155,7 @@ impl Default for WorkerConfig {
             epoch_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             database_connections: 16,
+            scheduler: true,
         }
     }
 }
@@ -190,6 +194,7 @@ const ENV_VARS: &[&str] = &[
     "TRIBUTARY_WORKER_EPOCH_CHECK",
     "TRIBUTARY_WORKER_SHUTDOWN_GRACE",
     "TRIBUTARY_WORKER_DATABASE_CONNECTIONS",
+    "TRIBUTARY_WORKER_SCHEDULER",
     "TRIBUTARY_RETENTION_KEEP",
     "TRIBUTARY_RETENTION_INTERVAL",
     "TRIBUTARY_RETENTION_BATCH",
@@ -209,6 +214,7 @@ fn set_from_env(c: &mut Config, var: &str, v: &str) -> Result<(), String> {
         "TRIBUTARY_WORKER_EPOCH_CHECK" => c.worker.epoch_check = duration(v)?,
         "TRIBUTARY_WORKER_SHUTDOWN_GRACE" => c.worker.shutdown_grace = duration(v)?,
         "TRIBUTARY_WORKER_DATABASE_CONNECTIONS" => c.worker.database_connections = number(v)?,
+        "TRIBUTARY_WORKER_SCHEDULER" => c.worker.scheduler = number(v)?,
         "TRIBUTARY_RETENTION_KEEP" => c.retention.keep = duration(v)?,
         "TRIBUTARY_RETENTION_INTERVAL" => c.retention.interval = duration(v)?,
         "TRIBUTARY_RETENTION_BATCH" => c.retention.batch = number(v)?,

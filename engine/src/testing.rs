@@ -57,6 +57,9 @@ impl TestEnv {
         config.worker.epoch_check = Duration::from_millis(200);
         config.worker.shutdown_grace = Duration::from_secs(5);
         config.worker.database_connections = 8;
+        // Declared schedules (an hourly heartbeat, say) would start runs in the middle of
+        // unrelated tests; scheduler tests turn it back on.
+        config.worker.scheduler = false;
         config
     }
 
@@ -98,6 +101,10 @@ impl TestEnv {
                 fmt(config.worker.shutdown_grace),
             )
             .env("TRIBUTARY_WORKER_DATABASE_CONNECTIONS", "4")
+            .env(
+                "TRIBUTARY_WORKER_SCHEDULER",
+                config.worker.scheduler.to_string(),
+            )
             .env("TRIBUTARY_CONNECT_TIMEOUT", "5s")
             .env(
                 "RUST_LOG",

@@ -46,7 +46,10 @@ async fn three_engine_processes_start_exactly_one_run_per_tick() {
     let env = TestEnv::start().await;
     let file = config_file("[schedules.hello-heartbeat]\ncron = \"* * * * * *\"\n");
     let file_env = file.to_string_lossy().into_owned();
-    let extra = [("TRIBUTARY_CONFIG", file_env.as_str())];
+    let extra = [
+        ("TRIBUTARY_CONFIG", file_env.as_str()),
+        ("TRIBUTARY_WORKER_SCHEDULER", "true"),
+    ];
     let mut workers = [
         env.spawn_worker(BIN.as_ref(), &extra),
         env.spawn_worker(BIN.as_ref(), &extra),
@@ -94,7 +97,13 @@ async fn a_paused_schedule_starts_nothing_until_resumed() {
     let env = TestEnv::start().await;
     let file = config_file("[schedules.hello-heartbeat]\ncron = \"* * * * * *\"\ncatch-up = 0\n");
     let file_env = file.to_string_lossy().into_owned();
-    let _worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_CONFIG", file_env.as_str())]);
+    let _worker = env.spawn_worker(
+        BIN.as_ref(),
+        &[
+            ("TRIBUTARY_CONFIG", file_env.as_str()),
+            ("TRIBUTARY_WORKER_SCHEDULER", "true"),
+        ],
+    );
     let engine = env.engine(tributary_workflows::registry().unwrap()).await;
     let cli = |args: &[&str]| {
         std::process::Command::new(BIN)

@@ -282,12 +282,13 @@ mod tests {
                 "{sunday}"
             );
         }
+        // Friday to Sunday (5-7) after Saturday noon: Sunday 06:00.
         assert_eq!(
             schedule("0 6 * * 5-7", "UTC")
                 .next_after(saturday)
                 .unwrap()
                 .weekday(),
-            Weekday::Sat
+            Weekday::Sun
         );
     }
 
