@@ -110,7 +110,8 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
     let vars = otel_env(port);
     let mut extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     extra.push(("TRIBUTARY_WORKER_CONCURRENCY", "2"));
-    let _workers = [
+    extra.push(("RUST_LOG", "info"));
+    let workers = [
         env.spawn_worker(BIN.as_ref(), &extra),
         env.spawn_worker(BIN.as_ref(), &extra),
     ];
@@ -243,6 +244,14 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
         String::from_utf8_lossy(&status.stdout).contains(&format!("trace     {trace_hex}")),
         "{status:?}"
     );
+
+    // Log lines written inside an attempt lead to its trace.
+    let logs: Vec<String> = workers.iter().flat_map(|w| w.logs()).collect();
+    let failed = logs
+        .iter()
+        .find(|l| l.contains("step attempt failed"))
+        .expect("the planned failures were logged");
+    assert!(failed.starts_with(&format!("trace_id={trace_hex} span_id=")), "{failed}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -532,7 +532,7 @@ async fn execute(
             let used = msg.attempt.saturating_sub(loaded.attempt_base);
             let retry_after = (error.is_retryable() && used < def.options.retry.max_attempts.get())
                 .then(|| def.options.retry.delay_after(used));
-            tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, %error, retry = retry_after.is_some(), "step attempt failed");
+            tracing::info!(parent: &span, run = %msg.run_id, step = %msg.step, attempt = msg.attempt, %error, retry = retry_after.is_some(), "step attempt failed");
             let failure = Failure {
                 run_id: msg.run_id,
                 step: msg.step.clone(),
@@ -589,7 +589,7 @@ async fn execute(
         // Fenced: a newer attempt owns the step, or it is already checkpointed or cancelled.
         Some(None) => {
             span.record("workflow.step.outcome", "fenced");
-            tracing::info!(run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
+            tracing::info!(parent: &span, run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
             ack(worker, &entry.id).await;
         }
         // The store stayed unavailable: leave the entry pending, to be reclaimed.

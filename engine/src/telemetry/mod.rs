@@ -109,6 +109,7 @@ pub fn init() -> TelemetryGuard {
     let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(ansi)
         .with_writer(std::io::stderr)
+        .event_format(WithTraceIds(tracing_subscriber::fmt::format()))
         .with_filter(filter);
     let (provider, problem) = match tracer_provider() {
         Ok(p) => (p, None),
@@ -127,4 +128,44 @@ pub fn init() -> TelemetryGuard {
         tracing::warn!(error = %e, "span export is off");
     }
     TelemetryGuard { provider }
+}
+
+/// Prefixes each log line written inside a traced span with `trace_id=… span_id=…`, so that a
+/// log line leads to its trace.
+struct WithTraceIds<F>(F);
+
+impl<S, N, F> tracing_subscriber::fmt::FormatEvent<S, N> for WithTraceIds<F>
+where
+    F: tracing_subscriber::fmt::FormatEvent<S, N>,
+    S: tracing::Subscriber + for<'a> tracing_subscriber::registry::LookupSpan<'a>,
+    N: for<'a> tracing_subscriber::fmt::FormatFields<'a> + 'static,
+{
+    fn format_event(
+        &self,
+        ctx: &tracing_subscriber::fmt::FmtContext<'_, S, N>,
+        mut writer: tracing_subscriber::fmt::format::Writer<'_>,
+        event: &tracing::Event<'_>,
+    ) -> std::fmt::Result {
+        use opentelemetry::trace::TraceContextExt;
+        let id = event
+            .parent()
+            .cloned()
+            .or_else(|| ctx.lookup_current().map(|s| s.id()));
+        let cx = id.and_then(|id| {
+            tracing::dispatcher::get_default(|d| tracing_opentelemetry::get_otel_context(&id, d))
+        });
+        if let Some(cx) = cx {
+            let span = cx.span();
+            let sc = span.span_context();
+            if sc.is_valid() {
+                write!(
+                    writer,
+                    "trace_id={} span_id={} ",
+                    sc.trace_id(),
+                    sc.span_id()
+                )?;
+            }
+        }
+        self.0.format_event(ctx, writer, event)
+    }
 }
