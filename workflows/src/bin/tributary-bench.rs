@@ -136,7 +136,7 @@ async fn run(env: &mut Env) -> Result<()> {
 
     println!("\n== (d) starts/s: one client, start_batch of {START_BATCH}, no worker ==");
     let ids = rows.add(&[(
-        format!("starts: {} hello runs, start_batch({START_BATCH}), no worker", o.start_runs),
+        format!("(d) start {} hello, batches of {START_BATCH}", o.start_runs),
         "starts/s",
     )]);
     for rep in 1..=repeat {
@@ -150,7 +150,7 @@ async fn run(env: &mut Env) -> Result<()> {
             o.drain_runs
         );
         let ids = rows.add(&[(
-            format!("drain: {} hello runs already started, {workers} worker(s)", o.drain_runs),
+            format!("(a) drain {} hello, {workers} worker(s)", o.drain_runs),
             "runs/s",
         )]);
         for rep in 1..=repeat {
@@ -165,7 +165,7 @@ async fn run(env: &mut Env) -> Result<()> {
             o.chain_runs
         );
         let ids = rows.add(&[(
-            format!("chains: {} chain3 runs (3 steps), {workers} worker(s)", o.chain_runs),
+            format!("(b) {} chain3, {workers} worker(s)", o.chain_runs),
             "workflows/s",
         )]);
         for rep in 1..=repeat {
@@ -179,22 +179,22 @@ async fn run(env: &mut Env) -> Result<()> {
         o.latency_rate, o.latency_secs, o.latency_max
     );
     let ids = rows.add(&[
-        ("latency hello: start -> step running, p50".into(), "ms"),
-        ("latency hello: start -> step running, p99".into(), "ms"),
-        ("latency hello: start -> run succeeded, p50".into(), "ms"),
-        ("latency hello: start -> run succeeded, p99".into(), "ms"),
-        ("latency hello: start() call (client side), p50".into(), "ms"),
-        ("latency hello: start() call (client side), p99".into(), "ms"),
+        ("(c) hello: start -> step running, p50".into(), "ms"),
+        ("(c) hello: start -> step running, p99".into(), "ms"),
+        ("(c) hello: start -> run succeeded, p50".into(), "ms"),
+        ("(c) hello: start -> run succeeded, p99".into(), "ms"),
+        ("(c) hello: start() call, client side, p50".into(), "ms"),
+        ("(c) hello: start() call, client side, p99".into(), "ms"),
     ]);
     for rep in 1..=repeat {
         let result = latency_rep(env, "hello", "hello").await;
         rows.record(&ids, rep, result);
     }
     let ids = rows.add(&[
-        ("latency chain3: start -> step c running, p50".into(), "ms"),
-        ("latency chain3: start -> step c running, p99".into(), "ms"),
-        ("latency chain3: start -> run succeeded, p50".into(), "ms"),
-        ("latency chain3: start -> run succeeded, p99".into(), "ms"),
+        ("(c) chain3: start -> step c running, p50".into(), "ms"),
+        ("(c) chain3: start -> step c running, p99".into(), "ms"),
+        ("(c) chain3: start -> run succeeded, p50".into(), "ms"),
+        ("(c) chain3: start -> run succeeded, p99".into(), "ms"),
     ]);
     for rep in 1..=repeat {
         let result = latency_rep(env, "chain3", "c")
@@ -207,14 +207,16 @@ async fn run(env: &mut Env) -> Result<()> {
         "\n== (e) idle worker memory: VmRSS after {} s idle ==",
         IDLE_BEFORE_RSS.as_secs()
     );
-    let ids = rows.add(&[("idle worker process: VmRSS".into(), "MiB")]);
+    let ids = rows.add(&[("(e) idle worker process, VmRSS".into(), "MiB")]);
     for rep in 1..=repeat {
         let result = idle_rss_rep(env).await;
         rows.record(&ids, rep, result);
     }
+    env.notes.append(&mut rows.failures);
 
     println!("\n\n==================== summary ====================");
     println!("{header}");
+    println!("  load average now (1, 5, 15 min): {}", load_average());
     println!("{}", rows.table(repeat));
     if env.notes.is_empty() {
         println!("\nnothing surprising: no timeouts, no failed runs, no worker warnings.");
@@ -338,11 +340,13 @@ impl Env {
         expect_ok(self.resp.cmd(&["FLUSHALL"]).await?, "FLUSHALL")?;
         self.counter += 1;
         let prefix = format!("bench-{}-{tag}-{}", std::process::id(), self.counter);
-        let mut config = Config::default();
-        config.redis_url = Some(self.redis.url());
-        config.database_url = Some(self.postgres.url());
-        config.key_prefix = prefix.clone();
-        config.connect_timeout = Duration::from_secs(10);
+        let mut config = Config {
+            redis_url: Some(self.redis.url()),
+            database_url: Some(self.postgres.url()),
+            key_prefix: prefix.clone(),
+            connect_timeout: Duration::from_secs(10),
+            ..Config::default()
+        };
         config.worker.database_connections = CLIENT_DB_CONNECTIONS;
         let registry = tributary_workflows::registry().context("building the registry")?;
         let engine = timeout(IO_TIMEOUT, Engine::connect(config, registry))
@@ -401,17 +405,17 @@ impl Env {
         })
     }
 
-    /// Waits until every worker has joined the consumer group (its first read).
-    async fn wait_ready(&mut self, engine: &Engine, workers: &mut [WorkerProc]) -> Result<()> {
-        let keys = engine.transport().keys().clone();
+    /// Waits until every worker blocks in its first read. (Counted in `CLIENT LIST`: Redis 7.0
+    /// does not list a consumer in `XINFO CONSUMERS` before something was delivered to it.
+    /// Only this run's workers are connected: earlier ones were killed and reaped.)
+    async fn wait_ready(&mut self, workers: &mut [WorkerProc]) -> Result<()> {
         let deadline = Instant::now() + READY_TIMEOUT;
         loop {
-            let joined = match self
-                .resp
-                .cmd(&["XINFO", "CONSUMERS", &keys.steps, &keys.group])
-                .await?
-            {
-                RespValue::Array(Some(items)) => items.len(),
+            let joined = match self.resp.cmd(&["CLIENT", "LIST"]).await? {
+                RespValue::Bulk(Some(text)) => text
+                    .lines()
+                    .filter(|l| l.contains(" cmd=xreadgroup "))
+                    .count(),
                 _ => 0,
             };
             if joined >= workers.len() {
@@ -420,7 +424,7 @@ impl Env {
             check_alive(workers)?;
             if Instant::now() >= deadline {
                 bail!(
-                    "only {joined} of {} workers joined the consumer group within {READY_TIMEOUT:?}",
+                    "only {joined} of {} workers were reading within {READY_TIMEOUT:?}",
                     workers.len()
                 );
             }
@@ -643,7 +647,11 @@ async fn start_many(
             .await
             .context("start_batch timed out")?
             .context("start_batch")?;
-        ensure!(ids.len() == m, "start_batch returned {} ids for {m}", ids.len());
+        ensure!(
+            ids.len() == m,
+            "start_batch returned {} ids for {m}",
+            ids.len()
+        );
         done += m;
         if t0.elapsed() > limit && done < n {
             bail!("timed out: {done}/{n} runs started after {limit:?}");
@@ -680,13 +688,13 @@ async fn drain_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
         }
     };
     let t0 = Instant::now();
+    let meter = CpuMeter::start(env, &[]);
     let mut procs = env.spawn_workers(&prefix, workers)?;
     let done = env.wait_done(n, t0, &mut procs).await;
+    let cpu = meter.report(env, &procs, n, "run");
     let peak: Vec<String> = procs
         .iter()
-        .map(|w| {
-            proc_mib(w.pid, "VmHWM").map_or_else(|| "?".into(), |m| format!("{m:.1} MiB"))
-        })
+        .map(|w| proc_mib(w.pid, "VmHWM").map_or_else(|| "?".into(), |m| format!("{m:.1} MiB")))
         .collect();
     env.finish(&format!("drain, {workers} worker(s)"), procs)
         .await;
@@ -705,7 +713,7 @@ async fn drain_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
     println!(
         "  started {n} runs in {:.2} s ({:.0} starts/s); drained in {:.2} s from spawning the \
          workers: {rate:.0} runs/s (first step start -> last run end in PostgreSQL: {}); worker \
-         peak RSS: {}",
+         peak RSS: {}\n    {cpu}",
         started.as_secs_f64(),
         n as f64 / started.as_secs_f64(),
         took.as_secs_f64(),
@@ -715,28 +723,143 @@ async fn drain_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
     Ok(vec![rate])
 }
 
+/// CPU time used over a window by PostgreSQL (the postmaster and its backends), Redis, the
+/// worker processes and this process (the client), from `/proc/<pid>/stat`.
+struct CpuMeter {
+    at: Instant,
+    pg: f64,
+    redis: f64,
+    client: f64,
+    workers: Vec<(u32, f64)>,
+}
+
+impl CpuMeter {
+    fn start(env: &Env, workers: &[WorkerProc]) -> Self {
+        Self {
+            at: Instant::now(),
+            pg: env.postgres.pid().map_or(0.0, tree_cpu_secs),
+            redis: env.redis.pid().map_or(0.0, tree_cpu_secs),
+            client: proc_cpu_secs(std::process::id()).unwrap_or(0.0),
+            workers: workers
+                .iter()
+                .map(|w| (w.pid, proc_cpu_secs(w.pid).unwrap_or(0.0)))
+                .collect(),
+        }
+    }
+
+    /// CPU per unit of work, and how busy the machine's CPUs were.
+    fn report(&self, env: &Env, workers: &[WorkerProc], units: usize, unit: &str) -> String {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        let pg = env.postgres.pid().map_or(0.0, tree_cpu_secs) - self.pg;
+        let redis = env.redis.pid().map_or(0.0, tree_cpu_secs) - self.redis;
+        let client = proc_cpu_secs(std::process::id()).unwrap_or(0.0) - self.client;
+        let worker: f64 = workers
+            .iter()
+            .map(|w| {
+                let before = self
+                    .workers
+                    .iter()
+                    .find(|(pid, _)| *pid == w.pid)
+                    .map_or(0.0, |(_, cpu)| *cpu);
+                proc_cpu_secs(w.pid).unwrap_or(0.0) - before
+            })
+            .sum();
+        let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
+        let per = |secs: f64| secs * 1e6 / units as f64;
+        format!(
+            "CPU per {unit}: PostgreSQL {:.0} us, worker(s) {:.0} us, Redis {:.0} us, bench client \
+             {:.0} us; together {:.0}% of {cpus} CPUs over {elapsed:.2} s",
+            per(pg),
+            per(worker),
+            per(redis),
+            per(client),
+            (pg + worker + redis + client) * 100.0 / (elapsed * cpus)
+        )
+    }
+}
+
+/// Clock ticks per second of `/proc/<pid>/stat` times (`getconf CLK_TCK`, else 100).
+fn clock_ticks() -> f64 {
+    static TICKS: std::sync::OnceLock<f64> = std::sync::OnceLock::new();
+    *TICKS.get_or_init(|| {
+        std::process::Command::new("getconf")
+            .arg("CLK_TCK")
+            .output()
+            .ok()
+            .and_then(|o| String::from_utf8_lossy(&o.stdout).trim().parse().ok())
+            .filter(|t: &f64| *t > 0.0)
+            .unwrap_or(100.0)
+    })
+}
+
+/// `(ppid, utime + stime + cutime + cstime)` of a process, in ticks.
+fn proc_stat_ticks(pid: u32) -> Option<(u32, f64)> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields after the command name (which may hold spaces): state is index 0, ppid 1,
+    // utime 11, stime 12, cutime 13, cstime 14.
+    let fields: Vec<&str> = text.rsplit_once(')')?.1.split_whitespace().collect();
+    let ppid = fields.get(1)?.parse().ok()?;
+    let mut ticks = 0.0;
+    for i in 11..=14 {
+        ticks += fields.get(i)?.parse::<f64>().ok()?;
+    }
+    Some((ppid, ticks))
+}
+
+/// CPU seconds of one process (its threads and reaped children).
+fn proc_cpu_secs(pid: u32) -> Option<f64> {
+    proc_stat_ticks(pid).map(|(_, t)| t / clock_ticks())
+}
+
+/// CPU seconds of a process and its live direct children (PostgreSQL's backends; those that
+/// exited are in the parent's reaped-children times).
+fn tree_cpu_secs(root: u32) -> f64 {
+    let mut ticks = proc_stat_ticks(root).map_or(0.0, |(_, t)| t);
+    if let Ok(dir) = std::fs::read_dir("/proc") {
+        for entry in dir.flatten() {
+            let Some(pid) = entry
+                .file_name()
+                .to_str()
+                .and_then(|n| n.parse::<u32>().ok())
+            else {
+                continue;
+            };
+            if let Some((ppid, t)) = proc_stat_ticks(pid)
+                && ppid == root
+            {
+                ticks += t;
+            }
+        }
+    }
+    ticks / clock_ticks()
+}
+
 /// (b) Workers running first, then the runs are started; times start to last run end.
 async fn chains_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
     let n = env.opts.chain_runs;
     let (engine, prefix) = env.fresh_engine("chains").await?;
     let mut procs = env.spawn_workers(&prefix, workers)?;
     let result = async {
-        env.wait_ready(&engine, &mut procs).await?;
+        env.wait_ready(&mut procs).await?;
         let t0 = Instant::now();
-        let started =
-            start_many(&engine, "chain3", n, env.opts.timeout, |k| Value::from(k as u64)).await?;
+        let meter = CpuMeter::start(env, &procs);
+        let started = start_many(&engine, "chain3", n, env.opts.timeout, |k| {
+            Value::from(k as u64)
+        })
+        .await?;
         let took = env.wait_done(n, t0, &mut procs).await?;
-        Ok::<_, anyhow::Error>((started, took))
+        let cpu = meter.report(env, &procs, n, "workflow");
+        Ok::<_, anyhow::Error>((started, took, cpu))
     }
     .await;
     env.finish(&format!("chains, {workers} worker(s)"), procs)
         .await;
     close(&engine).await;
-    let (started, took) = result?;
+    let (started, took, cpu) = result?;
     let rate = n as f64 / took.as_secs_f64();
     println!(
         "  {n} chain3 runs: starting took {:.2} s, all succeeded after {:.2} s: {rate:.0} \
-         workflows/s = {:.0} steps/s",
+         workflows/s = {:.0} steps/s\n    {cpu}",
         started.as_secs_f64(),
         took.as_secs_f64(),
         rate * 3.0
@@ -766,7 +889,7 @@ async fn latency_measure(
         "chain3" => Value::from(k as u64),
         _ => Value::Null,
     };
-    env.wait_ready(engine, procs).await?;
+    env.wait_ready(procs).await?;
     // One warm-up run, excluded from the figures.
     let warm = timeout(
         IO_TIMEOUT,
@@ -818,10 +941,7 @@ async fn latency_measure(
         "{count} of {} runs have a started step {last_step:?}",
         calls.len()
     );
-    let figures: Vec<f64> = row[1..6]
-        .iter()
-        .map(|c| parse::<f64>(c))
-        .collect::<Result<_>>()?;
+    let figures: Vec<f64> = row[1..6].iter().map(parse::<f64>).collect::<Result<_>>()?;
     calls.sort_by(f64::total_cmp);
     let call_p50 = percentile(&calls, 0.5);
     let call_p99 = percentile(&calls, 0.99);
@@ -857,7 +977,7 @@ async fn idle_rss_rep(env: &mut Env) -> Result<Vec<f64>> {
     let (engine, prefix) = env.fresh_engine("idle").await?;
     let mut procs = env.spawn_workers(&prefix, 1)?;
     let result = async {
-        env.wait_ready(&engine, &mut procs).await?;
+        env.wait_ready(&mut procs).await?;
         tokio::time::sleep(IDLE_BEFORE_RSS).await;
         check_alive(&mut procs)?;
         proc_mib(procs[0].pid, "VmRSS").ok_or_else(|| anyhow!("cannot read VmRSS"))
@@ -881,9 +1001,7 @@ async fn raw_limits(env: &mut Env, rows: &mut Rows) -> Result<()> {
         Err(e) => env.note(format!("redis-benchmark skipped: {e}")),
         Ok(bin) => {
             for pipeline in ["1", "16"] {
-                let name = format!(
-                    "raw redis-benchmark: XADD, 50 clients, pipeline {pipeline}, {n} requests"
-                );
+                let name = format!("raw redis-benchmark XADD, 50 conns, -P {pipeline}");
                 let args = [
                     "-h",
                     "127.0.0.1",
@@ -942,19 +1060,29 @@ async fn raw_limits(env: &mut Env, rows: &mut Rows) -> Result<()> {
             let port = env.postgres.port().to_string();
             let secs = env.opts.raw_secs.to_string();
             for (script, clients, label) in [
-                (&insert, "8", "1-row INSERT per transaction"),
-                (&insert, "32", "1-row INSERT per transaction"),
-                (
-                    &step_like,
-                    "32",
-                    "step-like transaction (BEGIN, SELECT FOR UPDATE, UPDATE, 2 INSERTs, COMMIT)",
-                ),
+                (&insert, "8", "1-row INSERT tx"),
+                (&insert, "32", "1-row INSERT tx"),
+                (&step_like, "32", "step-like tx (6 statements)"),
             ] {
-                let name = format!("raw pgbench: {label}, {clients} clients, {secs} s");
+                let name = format!("raw pgbench {label}, {clients} clients");
                 let script = script.to_string_lossy().into_owned();
                 let args = [
-                    "-n", "-h", "127.0.0.1", "-p", &port, "-U", "postgres", "-c", clients, "-j",
-                    "2", "-T", &secs, "-f", &script, "postgres",
+                    "-n",
+                    "-h",
+                    "127.0.0.1",
+                    "-p",
+                    &port,
+                    "-U",
+                    "postgres",
+                    "-c",
+                    clients,
+                    "-j",
+                    "2",
+                    "-T",
+                    &secs,
+                    "-f",
+                    &script,
+                    "postgres",
                 ];
                 let result = run_tool(&bin, &args, &[("PGCONNECT_TIMEOUT", "10")])
                     .await
@@ -1077,13 +1205,22 @@ async fn describe(env: &mut Env) -> Result<String> {
     let kernel = std::fs::read_to_string("/proc/sys/kernel/osrelease").unwrap_or_default();
     out.push_str(&format!("  nproc {cpus}, CPU {model}, memory {mem}\n"));
     out.push_str(&format!(
+        "  load average before the bench (1, 5, 15 min): {} (other processes share the CPUs)\n",
+        load_average()
+    ));
+    out.push_str(&format!(
         "  kernel {}, server data under {} ({})\n",
         kernel.trim(),
         std::env::temp_dir().display(),
         mount_of(&std::env::temp_dir())
     ));
 
-    let info = env.resp.cmd(&["INFO", "server"]).await?.text().unwrap_or_default();
+    let info = env
+        .resp
+        .cmd(&["INFO", "server"])
+        .await?
+        .text()
+        .unwrap_or_default();
     let redis_version = info
         .lines()
         .find_map(|l| l.strip_prefix("redis_version:"))
@@ -1160,6 +1297,17 @@ async fn describe(env: &mut Env) -> Result<String> {
     Ok(out)
 }
 
+/// The first three fields of `/proc/loadavg`.
+fn load_average() -> String {
+    let text = std::fs::read_to_string("/proc/loadavg").unwrap_or_default();
+    let fields: Vec<&str> = text.split_whitespace().take(3).collect();
+    if fields.is_empty() {
+        "?".into()
+    } else {
+        fields.join(" ")
+    }
+}
+
 /// The mount point and file system holding `path`, from `/proc/mounts`.
 fn mount_of(path: &Path) -> String {
     let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
@@ -1183,6 +1331,8 @@ fn mount_of(path: &Path) -> String {
 #[derive(Default)]
 struct Rows {
     rows: Vec<Row>,
+    /// One line per failed run, for the notes.
+    failures: Vec<String>,
 }
 
 struct Row {
@@ -1217,6 +1367,9 @@ impl Rows {
                 let message = format!("{e:#}");
                 println!("  run {rep} FAILED: {message}");
                 let first = message.lines().next().unwrap_or("").to_owned();
+                let name = ids.first().map_or("", |&id| self.rows[id].name.as_str());
+                self.failures
+                    .push(format!("{name}, run {rep} failed: {first}"));
                 for &id in ids {
                     self.rows[id].samples.push(Err(first.clone()));
                 }
@@ -1237,7 +1390,11 @@ impl Rows {
         for row in &self.rows {
             let mut ok: Vec<f64> = row.samples.iter().filter_map(|s| s.clone().ok()).collect();
             ok.sort_by(f64::total_cmp);
-            let errors: Vec<&String> = row.samples.iter().filter_map(|s| s.as_ref().err()).collect();
+            let errors: Vec<&String> = row
+                .samples
+                .iter()
+                .filter_map(|s| s.as_ref().err())
+                .collect();
             let (median, mut range) = if ok.is_empty() {
                 ("-".to_owned(), String::new())
             } else {
