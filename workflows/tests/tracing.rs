@@ -251,7 +251,10 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
         .iter()
         .find(|l| l.contains("step attempt failed"))
         .expect("the planned failures were logged");
-    assert!(failed.starts_with(&format!("trace_id={trace_hex} span_id=")), "{failed}");
+    assert!(
+        failed.starts_with(&format!("trace_id={trace_hex} span_id=")),
+        "{failed}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
