@@ -199,6 +199,14 @@ fn parse_entries(command: &'static str, value: Value) -> Result<Vec<Entry>, Erro
 }
 
 impl Transport {
+    /// Runs one command on the shared connection; a missing group becomes [`Error::NoGroup`].
+    async fn call(&self, name: &'static str, args: Vec<Value>) -> Result<Value, Error> {
+        self.client
+            .custom(cmd(name), args)
+            .await
+            .map_err(|e| command_error(name, &self.keys.steps, e))
+    }
+
     /// Connects, failing with a clear error when Redis cannot be reached within the connect
     /// timeout. Once connected, the client reconnects on its own for as long as it lives.
     ///
@@ -304,14 +312,7 @@ impl Transport {
                 args.push(k.as_str().into());
                 args.push(v.as_str().into());
             }
-            let _: Value =
-                self.client
-                    .custom(cmd("XADD"), args)
-                    .await
-                    .map_err(|e| Error::Command {
-                        command: "XADD",
-                        source: e,
-                    })?;
+            let _: Value = self.call("XADD", args).await?;
         }
         Ok(())
     }
@@ -329,11 +330,7 @@ impl Transport {
             self.keys.group.as_str().into(),
         ];
         args.extend(ids.iter().map(|id| Value::from(id.as_str())));
-        let n: Value = self
-            .client
-            .custom(cmd("XACK"), args)
-            .await
-            .map_err(|e| command_error("XACK", &self.keys.steps, e))?;
+        let n: Value = self.call("XACK", args).await?;
         Ok(n.as_i64().unwrap_or(0) as u64)
     }
 
@@ -354,11 +351,7 @@ impl Transport {
         ];
         args.extend(ids.iter().map(|id| Value::from(id.as_str())));
         args.push("JUSTID".into());
-        let _: Value = self
-            .client
-            .custom(cmd("XCLAIM"), args)
-            .await
-            .map_err(|e| command_error("XCLAIM", &self.keys.steps, e))?;
+        let _: Value = self.call("XCLAIM", args).await?;
         Ok(())
     }
 
@@ -383,11 +376,7 @@ impl Transport {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        let reply: Value = self
-            .client
-            .custom(cmd("XAUTOCLAIM"), args)
-            .await
-            .map_err(|e| command_error("XAUTOCLAIM", &self.keys.steps, e))?;
+        let reply: Value = self.call("XAUTOCLAIM", args).await?;
         let mut parts = reply.into_array().into_iter();
         let _cursor = parts.next();
         let entries = parse_entries("XAUTOCLAIM", parts.next().unwrap_or(Value::Null))?;
@@ -430,14 +419,7 @@ impl Transport {
             args.push(format!("orig.{k}").into());
             args.push(v.as_str().into());
         }
-        let _: Value = self
-            .client
-            .custom(cmd("XADD"), args)
-            .await
-            .map_err(|e| Error::Command {
-                command: "XADD",
-                source: e,
-            })?;
+        let _: Value = self.call("XADD", args).await?;
         Ok(())
     }
 
@@ -453,14 +435,7 @@ impl Transport {
             "COUNT".into(),
             (count as i64).into(),
         ];
-        let reply: Value =
-            self.client
-                .custom(cmd("XRANGE"), args)
-                .await
-                .map_err(|e| Error::Command {
-                    command: "XRANGE",
-                    source: e,
-                })?;
+        let reply: Value = self.call("XRANGE", args).await?;
         parse_entries("XRANGE", reply)
     }
 
@@ -470,14 +445,7 @@ impl Transport {
     /// A command error.
     pub async fn entry(&self, id: &str) -> Result<Option<Entry>, Error> {
         let args: Vec<Value> = vec![self.keys.steps.as_str().into(), id.into(), id.into()];
-        let reply: Value =
-            self.client
-                .custom(cmd("XRANGE"), args)
-                .await
-                .map_err(|e| Error::Command {
-                    command: "XRANGE",
-                    source: e,
-                })?;
+        let reply: Value = self.call("XRANGE", args).await?;
         Ok(parse_entries("XRANGE", reply)?.into_iter().next())
     }
 
@@ -487,13 +455,8 @@ impl Transport {
     /// A command error.
     pub async fn epoch(&self) -> Result<Option<String>, Error> {
         let v: Value = self
-            .client
-            .custom(cmd("GET"), vec![self.keys.epoch.as_str()])
-            .await
-            .map_err(|e| Error::Command {
-                command: "GET",
-                source: e,
-            })?;
+            .call("GET", vec![Value::from(self.keys.epoch.as_str())])
+            .await?;
         Ok(if v.is_null() { None } else { Some(text(&v)) })
     }
 
@@ -503,13 +466,11 @@ impl Transport {
     /// A command error.
     pub async fn set_epoch(&self, epoch: &str) -> Result<(), Error> {
         let _: Value = self
-            .client
-            .custom(cmd("SET"), vec![self.keys.epoch.as_str(), epoch])
-            .await
-            .map_err(|e| Error::Command {
-                command: "SET",
-                source: e,
-            })?;
+            .call(
+                "SET",
+                vec![Value::from(self.keys.epoch.as_str()), Value::from(epoch)],
+            )
+            .await?;
         Ok(())
     }
 
@@ -525,14 +486,7 @@ impl Transport {
             "PX".into(),
             (ttl.as_millis() as i64).into(),
         ];
-        let v: Value = self
-            .client
-            .custom(cmd("SET"), args)
-            .await
-            .map_err(|e| Error::Command {
-                command: "SET",
-                source: e,
-            })?;
+        let v: Value = self.call("SET", args).await?;
         Ok(!v.is_null())
     }
 
@@ -542,13 +496,8 @@ impl Transport {
     /// A command error.
     pub async fn release_rebuild_lock(&self) -> Result<(), Error> {
         let _: Value = self
-            .client
-            .custom(cmd("DEL"), vec![self.keys.rebuild_lock.as_str()])
-            .await
-            .map_err(|e| Error::Command {
-                command: "DEL",
-                source: e,
-            })?;
+            .call("DEL", vec![Value::from(self.keys.rebuild_lock.as_str())])
+            .await?;
         Ok(())
     }
 
@@ -558,13 +507,8 @@ impl Transport {
     /// A command error.
     pub async fn depth(&self) -> Result<(u64, u64), Error> {
         let len: Value = self
-            .client
-            .custom(cmd("XLEN"), vec![self.keys.steps.as_str()])
-            .await
-            .map_err(|e| Error::Command {
-                command: "XLEN",
-                source: e,
-            })?;
+            .call("XLEN", vec![Value::from(self.keys.steps.as_str())])
+            .await?;
         let pending: Value = self
             .client
             .custom(
@@ -594,11 +538,7 @@ impl Transport {
             "+".into(),
             (count as i64).into(),
         ];
-        let reply: Value = self
-            .client
-            .custom(cmd("XPENDING"), args)
-            .await
-            .map_err(|e| command_error("XPENDING", &self.keys.steps, e))?;
+        let reply: Value = self.call("XPENDING", args).await?;
         Ok(reply
             .into_array()
             .into_iter()
