@@ -365,11 +365,25 @@ async fn starting_twice_with_one_idempotency_key_returns_the_first_run() {
         .await
         .unwrap();
     assert_ne!(a, c);
+    // Within one batch too: the second start with a key gets the first one's run.
+    let key = StartOptions {
+        idempotency_key: Some("batch-key".into()),
+    };
+    let batch = engine
+        .start_batch(&[
+            ("hello".to_owned(), json!(1), key.clone()),
+            ("hello".to_owned(), json!(2), StartOptions::default()),
+            ("hello".to_owned(), json!(3), key),
+        ])
+        .await
+        .unwrap();
+    assert_eq!(batch[0], batch[2]);
+    assert_ne!(batch[0], batch[1]);
     let runs: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_runs")
         .fetch_one(engine.store().pool())
         .await
         .unwrap();
-    assert_eq!(runs, 2);
+    assert_eq!(runs, 4);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

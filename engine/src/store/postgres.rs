@@ -294,49 +294,74 @@ impl Store {
         runs: &[NewRun],
         handoff_grace: Duration,
     ) -> Result<Vec<StartedRun>, Error> {
+        // Set-based: four statements for the whole batch, whatever its size.
         let mut tx = self.pool.begin().await.op("begin start")?;
-        let mut started = Vec::with_capacity(runs.len());
-        for run in runs {
-            let inserted = sqlx::query(
-                "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key, trace_context)
-                 VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT DO NOTHING RETURNING run_id",
+        let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(
+            "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key, trace_context)
+             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::text[], $6::text[])
+             ON CONFLICT DO NOTHING RETURNING run_id",
+        )
+        .bind(runs.iter().map(|r| r.run_id.0).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.workflow.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.version as i32).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.input.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<_>>())
+        .bind(runs.iter().map(|r| r.trace_context.clone()).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .op("insert runs")?;
+        let inserted: std::collections::HashSet<uuid::Uuid> = inserted.into_iter().collect();
+        // Runs not inserted met a used idempotency key: find the runs that hold those keys.
+        let keyed: Vec<&NewRun> = runs
+            .iter()
+            .filter(|r| !inserted.contains(&r.run_id.0))
+            .collect();
+        let existing: HashMap<(String, String), uuid::Uuid> = if keyed.is_empty() {
+            HashMap::new()
+        } else {
+            let rows: Vec<(String, String, uuid::Uuid)> = sqlx::query_as(
+                "SELECT r.workflow, r.idempotency_key, r.run_id FROM tributary_runs r
+                 JOIN unnest($1::text[], $2::text[]) AS k(workflow, key)
+                   ON r.workflow = k.workflow AND r.idempotency_key = k.key",
             )
-            .bind(run.run_id.0)
-            .bind(&run.workflow)
-            .bind(run.version as i32)
-            .bind(&run.input)
-            .bind(&run.idempotency_key)
-            .bind(&run.trace_context)
-            .fetch_optional(&mut *tx)
+            .bind(keyed.iter().map(|r| r.workflow.clone()).collect::<Vec<_>>())
+            .bind(
+                keyed
+                    .iter()
+                    .map(|r| r.idempotency_key.clone().unwrap_or_default())
+                    .collect::<Vec<_>>(),
+            )
+            .fetch_all(&mut *tx)
             .await
-            .op("insert run")?;
-            if inserted.is_none() {
-                let existing: uuid::Uuid = sqlx::query_scalar(
-                    "SELECT run_id FROM tributary_runs WHERE workflow = $1 AND idempotency_key = $2",
-                )
-                .bind(&run.workflow)
-                .bind(&run.idempotency_key)
-                .fetch_one(&mut *tx)
-                .await
-                .op("find run by idempotency key")?;
+            .op("find runs by idempotency key")?;
+            rows.into_iter().map(|(w, k, id)| ((w, k), id)).collect()
+        };
+        let mut started = Vec::with_capacity(runs.len());
+        let (mut step_runs, mut step_names) = (Vec::new(), Vec::new());
+        for run in runs {
+            if !inserted.contains(&run.run_id.0) {
+                let key = (
+                    run.workflow.clone(),
+                    run.idempotency_key.clone().unwrap_or_default(),
+                );
+                let id = existing.get(&key).copied().ok_or_else(|| Error::Corrupt {
+                    what: "start",
+                    problem: format!(
+                        "run {} was neither inserted nor found by its idempotency key",
+                        run.run_id
+                    ),
+                })?;
                 started.push(StartedRun {
-                    run_id: RunId(existing),
+                    run_id: RunId(id),
                     created: false,
                     dispatch: Vec::new(),
                 });
                 continue;
             }
-            sqlx::query(
-                "INSERT INTO tributary_steps (run_id, step, status, due_at)
-                 SELECT $1, unnest($2::text[]), 'waiting', now() + $3::interval",
-            )
-            .bind(run.run_id.0)
-            .bind(&run.roots)
-            .bind(interval(handoff_grace))
-            .execute(&mut *tx)
-            .await
-            .op("insert root steps")?;
-            event(&mut tx, run.run_id, None, None, "run_started", None).await?;
+            for step in &run.roots {
+                step_runs.push(run.run_id.0);
+                step_names.push(step.clone());
+            }
             let dispatch = run
                 .roots
                 .iter()
@@ -354,6 +379,23 @@ impl Store {
                 dispatch,
             });
         }
+        sqlx::query(
+            "INSERT INTO tributary_steps (run_id, step, status, due_at)
+             SELECT r, s, 'waiting', now() + $3::interval FROM unnest($1::uuid[], $2::text[]) AS t(r, s)",
+        )
+        .bind(&step_runs)
+        .bind(&step_names)
+        .bind(interval(handoff_grace))
+        .execute(&mut *tx)
+        .await
+        .op("insert root steps")?;
+        sqlx::query(
+            "INSERT INTO tributary_events (run_id, kind) SELECT unnest($1::uuid[]), 'run_started'",
+        )
+        .bind(inserted.iter().copied().collect::<Vec<_>>())
+        .execute(&mut *tx)
+        .await
+        .op("record run starts")?;
         tx.commit().await.op("commit start")?;
         Ok(started)
     }
