@@ -621,3 +621,151 @@ async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
         "a worker with 2 slots held {most} entries at once"
     );
 }
+
+/// Makes a CA and a server certificate for 127.0.0.1 with `openssl`; returns the directory.
+fn tls_material() -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("tributary-tls-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let run = |args: &[&str]| {
+        let out = std::process::Command::new("openssl")
+            .args(args)
+            .current_dir(&dir)
+            .output()
+            .expect("openssl runs (install Debian's openssl package)");
+        assert!(out.status.success(), "openssl {args:?}: {out:?}");
+    };
+    run(&[
+        "req",
+        "-x509",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "ca.key",
+        "-out",
+        "ca.crt",
+        "-days",
+        "2",
+        "-subj",
+        "/CN=Tributary test CA",
+    ]);
+    run(&[
+        "req",
+        "-newkey",
+        "rsa:2048",
+        "-nodes",
+        "-keyout",
+        "server.key",
+        "-out",
+        "server.csr",
+        "-subj",
+        "/CN=127.0.0.1",
+    ]);
+    std::fs::write(
+        dir.join("ext.cnf"),
+        "subjectAltName=IP:127.0.0.1,DNS:localhost\n",
+    )
+    .unwrap();
+    run(&[
+        "x509",
+        "-req",
+        "-in",
+        "server.csr",
+        "-CA",
+        "ca.crt",
+        "-CAkey",
+        "ca.key",
+        "-CAcreateserial",
+        "-out",
+        "server.crt",
+        "-days",
+        "2",
+        "-extfile",
+        "ext.cnf",
+    ]);
+    dir
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn redis_over_tls_with_rediss_urls() {
+    let env = TestEnv::start().await;
+    let tls = tls_material();
+    let port = tributary::services::free_port().unwrap();
+    let redis_server = tributary::services::find_binary("redis-server").unwrap();
+    let _redis = tokio::process::Command::new(redis_server)
+        .args([
+            "--port",
+            "0",
+            "--bind",
+            "127.0.0.1",
+            "--tls-port",
+            &port.to_string(),
+        ])
+        .args([
+            "--tls-cert-file",
+            "server.crt",
+            "--tls-key-file",
+            "server.key",
+            "--tls-ca-cert-file",
+            "ca.crt",
+        ])
+        .args([
+            "--tls-auth-clients",
+            "no",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .current_dir(&tls)
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("redis-server starts");
+    assert!(
+        eventually(WAIT, || async {
+            tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        })
+        .await
+    );
+    let url = format!("rediss://127.0.0.1:{port}");
+    let ca = tls.join("ca.crt");
+    // The server's CA is trusted through the standard SSL_CERT_FILE.
+    let _worker = env.spawn_worker(
+        BIN.as_ref(),
+        &[
+            ("REDIS_URL", url.as_str()),
+            ("SSL_CERT_FILE", ca.to_str().unwrap()),
+        ],
+    );
+    let cli = |extra: &[(&str, &str)]| {
+        std::process::Command::new(BIN)
+            .args(["start", "hello", "--wait", "--timeout", "30s"])
+            .env("REDIS_URL", &url)
+            .env("DATABASE_URL", env.postgres.url())
+            .env("TRIBUTARY_CONNECT_TIMEOUT", "5s")
+            .env("RUST_LOG", "warn")
+            .envs(extra.iter().copied())
+            .output()
+            .unwrap()
+    };
+    let out = tokio::task::block_in_place(|| cli(&[("SSL_CERT_FILE", ca.to_str().unwrap())]));
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(
+        String::from_utf8_lossy(&out.stdout).trim(),
+        "\"Hello World\""
+    );
+    // Trusting only another CA, the connection is refused with a clear error.
+    let other = tls_material();
+    let other_ca = other.join("ca.crt");
+    let out = tokio::task::block_in_place(|| cli(&[("SSL_CERT_FILE", other_ca.to_str().unwrap())]));
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains(&format!("cannot connect to Redis at {url}")),
+        "{stderr}"
+    );
+    let _ = std::fs::remove_dir_all(tls);
+}
