@@ -73,6 +73,20 @@ async fn holder_pid(engine: &Engine, step: &str) -> u32 {
     panic!("no worker picked up {step} within {WAIT:?}");
 }
 
+/// Starts 20 `demo` runs of 3 items whose steps sleep `base + step * i` ms: in flight for a while.
+async fn start_demo_runs(engine: &Engine, base: u64, step: u64) -> Vec<RunId> {
+    let starts: Vec<_> = (0..20)
+        .map(|i| {
+            (
+                "demo".to_owned(),
+                json!({"n": 3, "sleep_ms": base + step * i}),
+                StartOptions::default(),
+            )
+        })
+        .collect();
+    engine.start_batch(&starts).await.unwrap()
+}
+
 async fn client(env: &TestEnv) -> Engine {
     env.engine(tributary_workflows::registry().unwrap()).await
 }
@@ -167,16 +181,7 @@ async fn redis_restarted_without_persistence_loses_no_run() {
     let mut env = TestEnv::start().await;
     let engine = client(&env).await;
     let _workers = [worker(&env), worker(&env)];
-    let mut runs = Vec::new();
-    for i in 0..20 {
-        let input = json!({"n": 3, "sleep_ms": 200 + 20 * i});
-        runs.push(
-            engine
-                .start("demo", input, StartOptions::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let runs = start_demo_runs(&engine, 200, 20).await;
     // Some progress, then all stream data is gone.
     assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
     let before = engine.transport().epoch().await.unwrap();
@@ -207,16 +212,7 @@ async fn postgres_restarted_mid_flight_loses_no_run() {
     let mut env = TestEnv::start().await;
     let engine = client(&env).await;
     let _workers = [worker(&env), worker(&env)];
-    let mut runs = Vec::new();
-    for i in 0..20 {
-        let input = json!({"n": 3, "sleep_ms": 100 + 30 * i});
-        runs.push(
-            engine
-                .start("demo", input, StartOptions::default())
-                .await
-                .unwrap(),
-        );
-    }
+    let runs = start_demo_runs(&engine, 100, 30).await;
     assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
     env.postgres.kill().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // workers now fail to commit and back off
