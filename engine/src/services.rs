@@ -566,6 +566,51 @@ impl std::fmt::Display for Exited {
 }
 
 /// `Some` when the child has exited (or cannot be asked).
+/// Polls `ready` until it holds (bounded by `timeout`). If the server exits first or never
+/// becomes ready, it is stopped, `slot` is emptied, and the error carries its new log lines.
+async fn wait_ready<F, Fut>(
+    slot: &mut Option<Child>,
+    what: String,
+    timeout: Duration,
+    log_file: &Path,
+    log_start: u64,
+    mut ready: F,
+) -> Result<(), Error>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let started = Instant::now();
+    loop {
+        let Some(child) = slot.as_mut() else {
+            return Err(Error::StartFailed {
+                what,
+                log_tail: log_tail(log_file, log_start),
+            });
+        };
+        if let Some(exited) = has_exited(child) {
+            *slot = None;
+            return Err(Error::StartFailed {
+                what: format!("{what} (exited: {exited})"),
+                log_tail: log_tail(log_file, log_start),
+            });
+        }
+        if ready().await {
+            return Ok(());
+        }
+        if started.elapsed() >= timeout {
+            let _ = kill_and_wait(child).await;
+            *slot = None;
+            return Err(Error::NotReady {
+                what,
+                waited: timeout,
+                log_tail: log_tail(log_file, log_start),
+            });
+        }
+        tokio::time::sleep(POLL).await;
+    }
+}
+
 fn has_exited(child: &mut Child) -> Option<Exited> {
     match child.try_wait() {
         Ok(Some(status)) => Some(Exited::Status(status)),
@@ -722,32 +767,19 @@ impl LocalRedis {
             .spawn()
             .map_err(|e| Error::io(format!("spawning {}", self.bin.display()), e))?;
         let pid = child.id();
-        let child = self.child.insert(child);
-
-        let started = Instant::now();
-        loop {
-            if let Some(exited) = has_exited(child) {
-                self.child = None;
-                return Err(Error::StartFailed {
-                    what: format!("{what} (exited: {exited})"),
-                    log_tail: log_tail(&self.log_file, log_start),
-                });
-            }
-            if redis_answers(self.port, pid).await {
-                tracing::info!(port = self.port, dir = %self.dir.display(), "redis-server ready");
-                return Ok(());
-            }
-            if started.elapsed() >= REDIS_READY_TIMEOUT {
-                let _ = kill_and_wait(child).await;
-                self.child = None;
-                return Err(Error::NotReady {
-                    what,
-                    waited: REDIS_READY_TIMEOUT,
-                    log_tail: log_tail(&self.log_file, log_start),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.child = Some(child);
+        let port = self.port;
+        wait_ready(
+            &mut self.child,
+            what,
+            REDIS_READY_TIMEOUT,
+            &self.log_file,
+            log_start,
+            || redis_answers(port, pid),
+        )
+        .await?;
+        tracing::info!(port = self.port, dir = %self.dir.display(), "redis-server ready");
+        Ok(())
     }
 }
 
@@ -1139,34 +1171,25 @@ impl LocalPostgres {
             .spawn()
             .map_err(|e| Error::io(format!("spawning {}", self.bins.postgres.display()), e))?;
         let pid = child.id();
-        let child = self.child.insert(child);
-
-        let started = Instant::now();
-        loop {
-            if let Some(exited) = has_exited(child) {
-                self.child = None;
-                return Err(Error::StartFailed {
-                    what: format!("{what} (exited: {exited})"),
-                    log_tail: log_tail(&self.log_file, log_start),
-                });
-            }
-            if pid.is_some_and(|pid| postmaster_ready(&self.data_dir, pid))
-                && pg_isready_ok(&pg_isready, self.port).await
-            {
-                tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "postgres ready");
-                return Ok(());
-            }
-            if started.elapsed() >= PG_READY_TIMEOUT {
-                let _ = kill_and_wait(child).await;
-                self.child = None;
-                return Err(Error::NotReady {
-                    what,
-                    waited: PG_READY_TIMEOUT,
-                    log_tail: log_tail(&self.log_file, log_start),
-                });
-            }
-            tokio::time::sleep(POLL).await;
-        }
+        self.child = Some(child);
+        let (data_dir, port) = (self.data_dir.clone(), self.port);
+        wait_ready(
+            &mut self.child,
+            what,
+            PG_READY_TIMEOUT,
+            &self.log_file,
+            log_start,
+            || {
+                let (data_dir, pg_isready) = (data_dir.clone(), pg_isready.clone());
+                async move {
+                    pid.is_some_and(|pid| postmaster_ready(&data_dir, pid))
+                        && pg_isready_ok(&pg_isready, port).await
+                }
+            },
+        )
+        .await?;
+        tracing::info!(port = self.port, data_dir = %self.data_dir.display(), "postgres ready");
+        Ok(())
     }
 
     /// Runs one SQL command with `psql` against database `postgres`; returns its unaligned,
