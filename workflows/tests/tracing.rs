@@ -91,6 +91,28 @@ fn attribute(span: &Span, key: &str) -> Option<String> {
         })
 }
 
+/// Runs the `tributary` CLI against the test's servers with extra environment variables.
+fn cli(env: &TestEnv, args: &[&str], vars: &[(&str, String)]) -> std::process::Output {
+    tokio::task::block_in_place(|| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .envs(vars.iter().map(|(k, v)| (*k, v)))
+            .output()
+            .unwrap()
+    })
+}
+
+impl Receiver {
+    /// Whether a run span and at least `steps` step spans have arrived.
+    fn has_run_with_steps(&self, steps: usize) -> bool {
+        let spans = self.spans();
+        spans.iter().filter(|s| s.name == attr::STEP_SPAN).count() >= steps
+            && spans.iter().any(|s| s.name == attr::RUN_SPAN)
+    }
+}
+
 fn otel_env(port: u16) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -117,36 +139,23 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
     ];
 
     // Started from the CLI, whose call span is the run span's parent.
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(BIN)
-            .args([
-                "start",
-                "demo",
-                "--input",
-                r#"{"n": 6, "sleep_ms": 300, "fail_times": 1}"#,
-                "--wait",
-                "--timeout",
-                "60s",
-            ])
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .envs(vars.iter().map(|(k, v)| (*k, v)))
-            .output()
-            .unwrap()
-    });
+    let out = cli(
+        &env,
+        &[
+            "start",
+            "demo",
+            "--input",
+            r#"{"n": 6, "sleep_ms": 300, "fail_times": 1}"#,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &vars,
+    );
     assert!(out.status.success(), "{out:?}");
 
     // numbers, sum, 6 items × 2 attempts, join, report = 16 step spans.
-    let complete = eventually(WAIT, || async {
-        receiver
-            .spans()
-            .iter()
-            .filter(|s| s.name == attr::STEP_SPAN)
-            .count()
-            >= 16
-            && receiver.spans().iter().any(|s| s.name == attr::RUN_SPAN)
-    })
-    .await;
+    let complete = eventually(WAIT, || async { receiver.has_run_with_steps(16) }).await;
     let spans = receiver.spans();
     assert!(
         complete,
@@ -231,14 +240,7 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
     assert_eq!(consumers.len(), 2, "{consumers:?}");
 
     // `tributary status` names the trace.
-    let status = tokio::task::block_in_place(|| {
-        std::process::Command::new(BIN)
-            .args(["status", &run_id])
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .output()
-            .unwrap()
-    });
+    let status = cli(&env, &["status", &run_id], &[]);
     let trace_hex: String = run.trace_id.iter().map(|b| format!("{b:02x}")).collect();
     assert!(
         String::from_utf8_lossy(&status.stdout).contains(&format!("trace     {trace_hex}")),
@@ -264,23 +266,19 @@ async fn with_no_collector_reachable_the_engine_runs_normally() {
     let vars = otel_env(closed);
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let _worker = env.spawn_worker(BIN.as_ref(), &extra);
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(BIN)
-            .args([
-                "start",
-                "chain3",
-                "--input",
-                "1",
-                "--wait",
-                "--timeout",
-                "60s",
-            ])
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .envs(vars.iter().map(|(k, v)| (*k, v)))
-            .output()
-            .unwrap()
-    });
+    let out = cli(
+        &env,
+        &[
+            "start",
+            "chain3",
+            "--input",
+            "1",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &vars,
+    );
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
 }
@@ -357,34 +355,21 @@ async fn spans_reach_a_real_collector_over_otlp_http() {
     ];
     let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     let _worker = env.spawn_worker(BIN.as_ref(), &extra);
-    let out = tokio::task::block_in_place(|| {
-        std::process::Command::new(BIN)
-            .args([
-                "start",
-                "chain3",
-                "--input",
-                "1",
-                "--wait",
-                "--timeout",
-                "60s",
-            ])
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .envs(vars.iter().map(|(k, v)| (k, v)))
-            .output()
-            .unwrap()
-    });
+    let out = cli(
+        &env,
+        &[
+            "start",
+            "chain3",
+            "--input",
+            "1",
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &vars,
+    );
     assert!(out.status.success(), "{out:?}");
-    let arrived = eventually(WAIT, || async {
-        receiver
-            .spans()
-            .iter()
-            .filter(|s| s.name == attr::STEP_SPAN)
-            .count()
-            >= 3
-            && receiver.spans().iter().any(|s| s.name == attr::RUN_SPAN)
-    })
-    .await;
+    let arrived = eventually(WAIT, || async { receiver.has_run_with_steps(3) }).await;
     assert!(
         arrived,
         "spans through the collector: {:?}",
