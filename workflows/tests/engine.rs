@@ -47,6 +47,39 @@ impl Drop for RunningWorker {
     }
 }
 
+/// Servers, an engine on them, and a worker in this process.
+struct Fixture {
+    env: TestEnv,
+    engine: Engine,
+    worker: RunningWorker,
+}
+
+impl Fixture {
+    async fn start(registry: Registry) -> Self {
+        let env = TestEnv::start().await;
+        let engine = env.engine(registry).await;
+        let worker = RunningWorker::spawn(&engine);
+        Self {
+            env,
+            engine,
+            worker,
+        }
+    }
+}
+
+/// Starts a run and waits for it to end.
+async fn finish(
+    engine: &Engine,
+    workflow: &str,
+    input: serde_json::Value,
+) -> tributary::store::RunView {
+    let run = engine
+        .start(workflow, input, StartOptions::default())
+        .await
+        .unwrap();
+    engine.wait(run, WAIT).await.unwrap()
+}
+
 async fn count_events(
     engine: &Engine,
     run: tributary::ids::RunId,
@@ -64,14 +97,12 @@ async fn count_events(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn hello_returns_hello_world() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
-    let run = engine
-        .start("hello", json!(null), StartOptions::default())
-        .await
-        .unwrap();
-    let view = engine.wait(run, WAIT).await.unwrap();
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
+    let view = finish(&engine, "hello", json!(null)).await;
     assert_eq!(view.status, "succeeded");
     assert_eq!(view.output, Some(json!("Hello World")));
     worker.shutdown().await;
@@ -79,9 +110,11 @@ async fn hello_returns_hello_world() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn demo_fans_out_maps_and_fans_in_with_one_checkpoint_per_step() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
     let run = engine
         .start("demo", json!({"n": 6}), StartOptions::default())
         .await
@@ -106,14 +139,12 @@ async fn demo_fans_out_maps_and_fans_in_with_one_checkpoint_per_step() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_map_over_an_empty_list_joins_at_once() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
-    let run = engine
-        .start("demo", json!({"n": 0}), StartOptions::default())
-        .await
-        .unwrap();
-    let view = engine.wait(run, WAIT).await.unwrap();
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
+    let view = finish(&engine, "demo", json!({"n": 0})).await;
     assert_eq!(view.status, "succeeded", "{view:#?}");
     assert_eq!(
         view.output,
@@ -264,9 +295,11 @@ async fn retry_reuses_the_checkpoints_of_a_failed_run() {
     let mut registry = Registry::default();
     registry.register(wf.build(&second).unwrap()).unwrap();
 
-    let env = TestEnv::start().await;
-    let engine = env.engine(registry).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(registry).await;
     let run = engine
         .start("two-steps", json!(4), StartOptions::default())
         .await
@@ -309,9 +342,11 @@ async fn cancel_stops_further_steps_and_the_running_step_sees_it() {
     let mut registry = Registry::default();
     registry.register(wf.build(&after).unwrap()).unwrap();
 
-    let env = TestEnv::start().await;
-    let engine = env.engine(registry).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(registry).await;
     let run = engine
         .start("cancellable", json!(null), StartOptions::default())
         .await
@@ -415,9 +450,11 @@ async fn starting_an_unknown_workflow_or_a_mistyped_input_is_a_clear_error() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_entries_go_to_the_dead_letter_stream_and_the_worker_keeps_running() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
     let redis = fred::prelude::Builder::from_config(
         fred::prelude::Config::from_url(&env.redis.url()).unwrap(),
     )
@@ -556,9 +593,11 @@ async fn hooks_run_as_durable_steps_after_the_run_ends() {
     );
     let mut registry = Registry::default();
     registry.register(wf.build(&out).unwrap()).unwrap();
-    let env = TestEnv::start().await;
-    let engine = env.engine(registry).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(registry).await;
     let ok = engine
         .start("hooked", json!(true), StartOptions::default())
         .await
@@ -606,9 +645,11 @@ async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_th
     );
     let mut registry = Registry::default();
     registry.register(wf.build(&out).unwrap()).unwrap();
-    let env = TestEnv::start().await;
-    let engine = env.engine(registry).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(registry).await;
     for mode in [0, 1] {
         let run = engine
             .start("misbehaving", json!(mode), StartOptions::default())
@@ -636,9 +677,11 @@ async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_th
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retention_deletes_finished_runs_in_batches_and_keeps_running_ones() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
     let mut runs = Vec::new();
     for i in 0..5 {
         runs.push(
@@ -720,9 +763,11 @@ async fn a_redis_password_in_the_url_is_used_and_never_printed() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn trimming_removes_acknowledged_entries_only() {
-    let env = TestEnv::start().await;
-    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let worker = RunningWorker::spawn(&engine);
+    let Fixture {
+        env: _env,
+        engine,
+        worker,
+    } = Fixture::start(tributary_workflows::registry().unwrap()).await;
     let starts: Vec<_> = (0..20u64)
         .map(|i| ("chain3".to_owned(), json!(i), StartOptions::default()))
         .collect();
