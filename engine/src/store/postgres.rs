@@ -171,13 +171,14 @@ pub struct Failure {
 }
 
 /// One step as `tributary status` shows it.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct StepView {
     /// Stored name.
     pub step: String,
     /// Status.
     pub status: String,
     /// Current attempt.
+    #[sqlx(try_from = "i32")]
     pub attempt: Attempt,
     /// Last error.
     pub error: Option<String>,
@@ -194,7 +195,7 @@ pub struct StepView {
 }
 
 /// One audit event.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct EventRow {
     /// Step, if the event concerns one.
     pub step: Option<String>,
@@ -787,7 +788,7 @@ impl Store {
         .await
         .op("read run")?
         .ok_or(Error::UnknownRun(run_id))?;
-        let steps = sqlx::query(
+        let steps: Vec<StepView> = sqlx::query_as(
             "SELECT step, status, attempt, error, output, ready_at, started_at, finished_at, due_at
              FROM tributary_steps WHERE run_id = $1 ORDER BY ready_at, parent NULLS FIRST, item_index, step",
         )
@@ -795,43 +796,12 @@ impl Store {
         .fetch_all(&self.pool)
         .await
         .op("read steps")?;
-        let events = sqlx::query(
-            "SELECT step, attempt, kind, detail, at FROM tributary_events WHERE run_id = $1 ORDER BY id",
-        )
-        .bind(run_id.0)
-        .fetch_all(&self.pool)
-        .await
-        .op("read events")?;
-        let steps = steps
-            .iter()
-            .map(|r| {
-                Ok(StepView {
-                    step: r.try_get("step")?,
-                    status: r.try_get("status")?,
-                    attempt: r.try_get::<i32, _>("attempt")? as Attempt,
-                    error: r.try_get("error")?,
-                    output: r.try_get("output")?,
-                    ready_at: r.try_get("ready_at")?,
-                    started_at: r.try_get("started_at")?,
-                    finished_at: r.try_get("finished_at")?,
-                    due_at: r.try_get("due_at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .op("read steps")?;
-        let events = events
-            .iter()
-            .map(|r| {
-                Ok(EventRow {
-                    step: r.try_get("step")?,
-                    attempt: r.try_get("attempt")?,
-                    kind: r.try_get("kind")?,
-                    detail: r.try_get("detail")?,
-                    at: r.try_get("at")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .op("read events")?;
+        let events: Vec<EventRow> =
+            sqlx::query_as("SELECT step, attempt, kind, detail, at FROM tributary_events WHERE run_id = $1 ORDER BY id")
+                .bind(run_id.0)
+                .fetch_all(&self.pool)
+                .await
+                .op("read events")?;
         Ok(RunView {
             run_id,
             workflow: run.try_get("workflow").op("read run")?,
@@ -1304,7 +1274,7 @@ impl Store {
 }
 
 /// A schedule's stored state.
-#[derive(Debug, Clone, serde::Serialize)]
+#[derive(Debug, Clone, serde::Serialize, sqlx::FromRow)]
 pub struct ScheduleRow {
     /// The schedule.
     pub name: String,
@@ -1389,25 +1359,12 @@ impl Store {
     /// # Errors
     /// A query error.
     pub async fn schedules(&self) -> Result<Vec<ScheduleRow>, Error> {
-        let rows = sqlx::query(
+        sqlx::query_as(
             "SELECT s.name, s.workflow, s.paused, s.last_tick, s.last_run_id, r.status AS last_run_status
              FROM tributary_schedules s LEFT JOIN tributary_runs r ON r.run_id = s.last_run_id ORDER BY s.name",
         )
         .fetch_all(&self.pool)
         .await
-        .op("list schedules")?;
-        rows.iter()
-            .map(|r| {
-                Ok(ScheduleRow {
-                    name: r.try_get("name")?,
-                    workflow: r.try_get("workflow")?,
-                    paused: r.try_get("paused")?,
-                    last_tick: r.try_get("last_tick")?,
-                    last_run_id: r.try_get("last_run_id")?,
-                    last_run_status: r.try_get("last_run_status")?,
-                })
-            })
-            .collect::<Result<_, sqlx::Error>>()
-            .op("list schedules")
+        .op("list schedules")
     }
 }
