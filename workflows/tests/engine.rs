@@ -55,6 +55,13 @@ struct Fixture {
 }
 
 impl Fixture {
+    /// With a registry holding just this workflow.
+    async fn only(workflow: Workflow) -> Self {
+        let mut registry = Registry::default();
+        registry.register(workflow).unwrap();
+        Self::start(registry).await
+    }
+
     async fn start(registry: Registry) -> Self {
         let env = TestEnv::start().await;
         let engine = env.engine(registry).await;
@@ -292,14 +299,11 @@ async fn retry_reuses_the_checkpoints_of_a_failed_run() {
             Err(StepError::fatal("not yet"))
         }
     });
-    let mut registry = Registry::default();
-    registry.register(wf.build(&second).unwrap()).unwrap();
-
     let Fixture {
         env: _env,
         engine,
         worker,
-    } = Fixture::start(registry).await;
+    } = Fixture::only(wf.build(&second).unwrap()).await;
     let run = engine
         .start("two-steps", json!(4), StartOptions::default())
         .await
@@ -339,14 +343,11 @@ async fn cancel_stops_further_steps_and_the_running_step_sees_it() {
         SECOND_RAN.store(true, Ordering::SeqCst);
         Ok::<_, StepError>(())
     });
-    let mut registry = Registry::default();
-    registry.register(wf.build(&after).unwrap()).unwrap();
-
     let Fixture {
         env: _env,
         engine,
         worker,
-    } = Fixture::start(registry).await;
+    } = Fixture::only(wf.build(&after).unwrap()).await;
     let run = engine
         .start("cancellable", json!(null), StartOptions::default())
         .await
@@ -591,13 +592,11 @@ async fn hooks_run_as_durable_steps_after_the_run_ends() {
             Ok(())
         },
     );
-    let mut registry = Registry::default();
-    registry.register(wf.build(&out).unwrap()).unwrap();
     let Fixture {
         env: _env,
         engine,
         worker,
-    } = Fixture::start(registry).await;
+    } = Fixture::only(wf.build(&out).unwrap()).await;
     let ok = engine
         .start("hooked", json!(true), StartOptions::default())
         .await
@@ -643,13 +642,11 @@ async fn a_step_over_its_timeout_fails_as_retryable_and_a_panic_does_not_kill_th
             Ok::<_, StepError>(ctx.attempt())
         },
     );
-    let mut registry = Registry::default();
-    registry.register(wf.build(&out).unwrap()).unwrap();
     let Fixture {
         env: _env,
         engine,
         worker,
-    } = Fixture::start(registry).await;
+    } = Fixture::only(wf.build(&out).unwrap()).await;
     for mode in [0, 1] {
         let run = engine
             .start("misbehaving", json!(mode), StartOptions::default())
