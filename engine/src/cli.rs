@@ -1,15 +1,18 @@
 //! The `tributary` command line: `dev`, `worker`, `start`, `status`, `retry`, `cancel`,
-//! `migrate`, `workflows`, `dead-letters`.
+//! `migrate`, `workflows`, `schedules`, `backfill`, `dead-letters`.
 //!
 //! The binary lives in the `workflows` package (it needs the workflows); it calls [`main`]
-//! with its [`Registry`]. `anyhow` is used here, at the edge, and nowhere below.
+//! with an [`App`]: its [`Registry`], how to build the [`Resources`] its steps use, and any
+//! commands of its own. `anyhow` is used here, at the edge, and nowhere below.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::{Context, bail};
-use clap::{Parser, Subcommand};
+use chrono::{DateTime, NaiveDate, Utc};
+use clap::{CommandFactory, FromArgMatches, Parser, Subcommand};
+use futures::future::BoxFuture;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
@@ -18,7 +21,99 @@ use crate::ids::RunId;
 use crate::runtime::{Engine, StartOptions};
 use crate::services::{LocalPostgres, LocalRedis, PostgresOptions, RedisOptions};
 use crate::store::Store;
-use crate::workflow::Registry;
+use crate::workflow::{Registry, Resources};
+
+/// A deployment's command line: its workflows, the resources its steps need, and commands of
+/// its own.
+///
+/// ```no_run
+/// use tributary::cli::App;
+/// use tributary::workflow::{Registry, Resources};
+///
+/// struct Settings { greeting: String }
+///
+/// let app = App::new(Registry::default())
+///     .setup(|_engine| async {
+///         let mut resources = Resources::default();
+///         resources.insert(Settings { greeting: "hola".into() });
+///         Ok(resources)
+///     })
+///     .command("hello", "Say hello", |_config| async {
+///         println!("hello");
+///         Ok(())
+///     });
+/// std::process::exit(match tributary::cli::main(app) { _ => 0 });
+/// ```
+pub struct App {
+    registry: Registry,
+    setup: Option<Setup>,
+    commands: Vec<Extension>,
+}
+
+type Setup = Box<dyn Fn(Engine) -> BoxFuture<'static, anyhow::Result<Resources>> + Send + Sync>;
+
+struct Extension {
+    name: &'static str,
+    about: &'static str,
+    run: Box<dyn Fn(Config) -> BoxFuture<'static, anyhow::Result<()>> + Send + Sync>,
+}
+
+impl App {
+    /// An app running `registry`'s workflows, with no resources and no commands of its own.
+    pub fn new(registry: Registry) -> Self {
+        Self {
+            registry,
+            setup: None,
+            commands: Vec::new(),
+        }
+    }
+
+    /// How a worker process builds the [`Resources`] of its steps, once, after connecting.
+    /// A setup error stops the process before it takes any step.
+    pub fn setup<F, Fut>(mut self, setup: F) -> Self
+    where
+        F: Fn(Engine) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<Resources>> + Send + 'static,
+    {
+        self.setup = Some(Box::new(move |engine| Box::pin(setup(engine))));
+        self
+    }
+
+    /// A subcommand of the deployment's own, without arguments, given the loaded
+    /// configuration (e.g. a report on its data).
+    pub fn command<F, Fut>(mut self, name: &'static str, about: &'static str, run: F) -> Self
+    where
+        F: Fn(Config) -> Fut + Send + Sync + 'static,
+        Fut: Future<Output = anyhow::Result<()>> + Send + 'static,
+    {
+        self.commands.push(Extension {
+            name,
+            about,
+            run: Box::new(move |config| Box::pin(run(config))),
+        });
+        self
+    }
+
+    /// Connects an engine for running steps: with the resources of [`App::setup`].
+    async fn worker_engine(&self, config: Config) -> anyhow::Result<Engine> {
+        let engine = Engine::connect(config, self.registry.clone()).await?;
+        match &self.setup {
+            None => Ok(engine),
+            Some(setup) => {
+                let resources = setup(engine.clone())
+                    .await
+                    .context("setting up the deployment's resources")?;
+                Ok(engine.with_resources(resources))
+            }
+        }
+    }
+}
+
+impl From<Registry> for App {
+    fn from(registry: Registry) -> Self {
+        Self::new(registry)
+    }
+}
 
 /// Durable workflows on Redis Streams with PostgreSQL checkpoints.
 #[derive(Debug, Parser)]
@@ -86,6 +181,28 @@ enum Command {
         #[command(subcommand)]
         action: Option<ScheduleAction>,
     },
+    /// Start the runs of a scheduled workflow for the ticks between two dates (each with its
+    /// data interval), and wait for them with a progress bar. A tick that already has a run
+    /// (scheduled or backfilled) is not started again.
+    Backfill {
+        /// The workflow's name.
+        workflow: String,
+        /// Start of the period: a date (`2024-01-01`, midnight UTC) or an RFC 3339 time.
+        #[arg(long, value_parser = parse_time)]
+        from: DateTime<Utc>,
+        /// End of the period (exclusive): the last run's interval ends at or before it.
+        #[arg(long, value_parser = parse_time)]
+        to: DateTime<Utc>,
+        /// Which of the workflow's schedules gives the ticks (needed when it has several).
+        #[arg(long)]
+        schedule: Option<String>,
+        /// Start the runs and return without waiting.
+        #[arg(long)]
+        no_wait: bool,
+        /// How long to wait for the runs.
+        #[arg(long, default_value = "6h", value_parser = humantime::parse_duration)]
+        timeout: Duration,
+    },
     /// List the newest entries of the dead-letter stream.
     DeadLetters {
         /// How many.
@@ -109,8 +226,24 @@ enum ScheduleAction {
 }
 
 /// Parses the command line, runs the command, and maps errors to a message and exit code 1.
-pub fn main(registry: Registry) -> ExitCode {
-    let cli = Cli::parse();
+pub fn main(app: impl Into<App>) -> ExitCode {
+    let app = app.into();
+    let mut command = Cli::command();
+    for e in &app.commands {
+        command = command.subcommand(clap::Command::new(e.name).about(e.about));
+    }
+    let matches = command.get_matches();
+    let extension = matches
+        .subcommand_name()
+        .and_then(|name| app.commands.iter().position(|e| e.name == name));
+    let invocation = match extension {
+        Some(i) => Err(i),
+        None => match Cli::from_arg_matches(&matches) {
+            Ok(cli) => Ok(cli),
+            Err(e) => e.exit(),
+        },
+    };
+    let config_file = matches.get_one::<PathBuf>("config").cloned();
     let runtime = match tokio::runtime::Runtime::new() {
         Ok(r) => r,
         Err(e) => {
@@ -121,7 +254,16 @@ pub fn main(registry: Registry) -> ExitCode {
     // Inside the runtime: the gRPC exporter needs one.
     let mut telemetry = runtime.block_on(async { crate::telemetry::init() });
     let _ = &mut telemetry;
-    let result = runtime.block_on(run(cli, registry));
+    let result = runtime.block_on(async {
+        match invocation {
+            Ok(cli) => run(cli, app).await,
+            Err(i) => {
+                let config =
+                    Config::load(config_file.as_deref()).context("loading configuration")?;
+                (app.commands[i].run)(config).await
+            }
+        }
+    });
     // Flush queued spans: blocking, so on a blocking thread, while the runtime (which drives
     // the exporter's connection) still runs.
     let flushed = runtime.block_on(runtime.spawn_blocking(move || telemetry.shutdown()));
@@ -138,12 +280,13 @@ pub fn main(registry: Registry) -> ExitCode {
     }
 }
 
-async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
+async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
     let mut config = Config::load(cli.config.as_deref()).context("loading configuration")?;
+    let registry = app.registry.clone();
     match cli.command {
-        Command::Dev { state_dir } => dev(config, registry, state_dir).await,
+        Command::Dev { state_dir } => dev(config, app, state_dir).await,
         Command::Worker => {
-            let engine = Engine::connect(config, registry).await?;
+            let engine = app.worker_engine(config).await?;
             serve(engine).await
         }
         Command::Migrate => {
@@ -234,6 +377,19 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
                 None => print_schedules(&engine).await?,
             }
             Ok(())
+        }
+        Command::Backfill {
+            workflow,
+            from,
+            to,
+            schedule,
+            no_wait,
+            timeout,
+        } => {
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            let window = BackfillWindow { from, to, schedule };
+            backfill(&engine, &workflow, window, (!no_wait).then_some(timeout)).await
         }
         Command::DeadLetters { count } => {
             config.worker.database_connections = 2;
@@ -362,7 +518,7 @@ async fn serve(engine: Engine) -> anyhow::Result<()> {
     Ok(())
 }
 
-async fn dev(mut config: Config, registry: Registry, state_dir: PathBuf) -> anyhow::Result<()> {
+async fn dev(mut config: Config, app: App, state_dir: PathBuf) -> anyhow::Result<()> {
     // Kept alive until the engine stops; dropping them stops the servers.
     let mut _redis = None;
     let mut _postgres = None;
@@ -401,6 +557,149 @@ async fn dev(mut config: Config, registry: Registry, state_dir: PathBuf) -> anyh
         crate::store::redact_url(config.database_url.as_deref().unwrap_or_default())
     );
     eprintln!("  try: REDIS_URL=… DATABASE_URL=… tributary start hello --wait");
-    let engine = Engine::connect(config, registry).await?;
+    let engine = app.worker_engine(config).await?;
     serve(engine).await
+}
+
+/// `2024-01-01` (midnight UTC) or an RFC 3339 time.
+fn parse_time(s: &str) -> Result<DateTime<Utc>, String> {
+    if let Ok(day) = NaiveDate::parse_from_str(s, "%Y-%m-%d") {
+        return Ok(day.and_time(chrono::NaiveTime::MIN).and_utc());
+    }
+    DateTime::parse_from_rfc3339(s)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|_| format!("{s:?} is neither a date (2024-01-01) nor an RFC 3339 time"))
+}
+
+/// The period of a backfill, and which schedule gives its ticks.
+struct BackfillWindow {
+    from: DateTime<Utc>,
+    to: DateTime<Utc>,
+    schedule: Option<String>,
+}
+
+/// Most runs one backfill starts: a typo in a date should not start a million runs.
+const BACKFILL_MAX_RUNS: usize = 10_000;
+
+/// Starts one run per tick whose data interval lies in `[from, to)`, keyed like the
+/// scheduler's own runs, then waits for them with a progress bar.
+async fn backfill(
+    engine: &Engine,
+    workflow: &str,
+    window: BackfillWindow,
+    wait: Option<Duration>,
+) -> anyhow::Result<()> {
+    engine.registry().get(workflow)?;
+    if window.from >= window.to {
+        bail!("--from must be before --to");
+    }
+    let candidates: Vec<_> = engine
+        .schedules()
+        .iter()
+        .filter(|s| s.workflow == workflow)
+        .filter(|s| {
+            window
+                .schedule
+                .as_ref()
+                .is_none_or(|n| *n == s.schedule.spec().name)
+        })
+        .collect();
+    let scheduled = match candidates.as_slice() {
+        [one] => *one,
+        [] => bail!(
+            "workflow {workflow} has no enabled schedule{}: a backfill takes its windows from one",
+            window
+                .schedule
+                .map(|n| format!(" named {n}"))
+                .unwrap_or_default()
+        ),
+        many => bail!(
+            "workflow {workflow} has several schedules ({}): choose one with --schedule",
+            many.iter()
+                .map(|s| s.schedule.spec().name.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
+    let schedule = &scheduled.schedule;
+    let name = &schedule.spec().name;
+    let mut starts = Vec::new();
+    let mut at = window.from;
+    while let Some(tick_at) = schedule.next_after(at) {
+        let tick = schedule.tick(tick_at);
+        if tick.end > window.to {
+            break;
+        }
+        if tick.start >= window.from {
+            if starts.len() == BACKFILL_MAX_RUNS {
+                bail!("more than {BACKFILL_MAX_RUNS} ticks in that period: split it");
+            }
+            let input = schedule
+                .input(&tick)
+                .map_err(|problem| anyhow::anyhow!("schedule {name}: {problem}"))?;
+            let options = StartOptions {
+                idempotency_key: Some(crate::runtime::tick_key(name, tick_at)),
+            };
+            starts.push((workflow.to_owned(), input, options));
+        }
+        at = tick_at;
+    }
+    if starts.is_empty() {
+        bail!(
+            "no tick of schedule {name} ({}) has its interval inside that period",
+            schedule.spec().cron
+        );
+    }
+    let mut runs = Vec::with_capacity(starts.len());
+    for chunk in starts.chunks(500) {
+        runs.extend(engine.start_batch(chunk).await?);
+    }
+    println!(
+        "backfill {workflow}: {} runs for schedule {name}",
+        runs.len()
+    );
+    let Some(timeout) = wait else {
+        for run in &runs {
+            println!("{run}");
+        }
+        return Ok(());
+    };
+    let bar = indicatif::ProgressBar::new(runs.len() as u64).with_style(
+        indicatif::ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {bar:40} {pos}/{len} runs finished {msg}",
+        )
+        .expect("a valid progress template"),
+    );
+    let deadline = tokio::time::Instant::now() + timeout;
+    let (succeeded, failed) = loop {
+        let statuses = engine.statuses(&runs).await?;
+        let done = |wanted: &[&str]| {
+            statuses
+                .values()
+                .filter(|s| wanted.contains(&s.as_str()))
+                .count()
+        };
+        let (succeeded, failed) = (done(&["succeeded"]), done(&["failed", "cancelled"]));
+        bar.set_position((succeeded + failed) as u64);
+        bar.set_message(format!("({failed} failed or cancelled)"));
+        if succeeded + failed == runs.len() {
+            break (succeeded, failed);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            bar.abandon();
+            bail!(
+                "gave up waiting after {}: {} of {} runs finished",
+                humantime::format_duration(timeout),
+                succeeded + failed,
+                runs.len()
+            );
+        }
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    };
+    bar.finish();
+    println!("backfill {workflow}: {succeeded} succeeded, {failed} failed or cancelled");
+    if failed > 0 {
+        bail!("{failed} runs did not succeed: see `tributary status <run>`");
+    }
+    Ok(())
 }

@@ -67,6 +67,10 @@ pub struct Config {
     /// Overrides of the schedules declared in the workflows, by schedule name
     /// (`[schedules.<name>]` in the file).
     pub schedules: std::collections::BTreeMap<String, ScheduleOverride>,
+    /// Settings of the deployment's data sources, by source name (`[sources.<name>]` in the
+    /// file, `TRIBUTARY_SOURCES_<NAME>_<KEY>` in the environment). The engine does not read
+    /// them; each source deserialises its own table with [`Config::source`].
+    pub sources: std::collections::BTreeMap<String, toml::Table>,
 }
 
 /// Changes to one declared schedule. Unset fields keep the declared value.
@@ -141,6 +145,7 @@ impl Default for Config {
             worker: WorkerConfig::default(),
             retention: RetentionConfig::default(),
             schedules: Default::default(),
+            sources: Default::default(),
         }
     }
 }
@@ -229,7 +234,71 @@ impl Config {
     /// # Errors
     /// The first problem found, naming the file, variable or key.
     pub fn load(file: Option<&Path>) -> Result<Self, Error> {
-        Self::load_from(file, |name| std::env::var(name).ok())
+        let mut config = Self::load_from(file, |name| std::env::var(name).ok())?;
+        config.apply_source_vars(std::env::vars())?;
+        Ok(config)
+    }
+
+    /// Applies `TRIBUTARY_SOURCES_<NAME>_<KEY>=<value>` variables: `<NAME>` is the source
+    /// (lower-cased), `<KEY>` the key (lower-cased, `_` → `-`). A value that parses as a TOML
+    /// value (`120`, `true`, `["A", "B"]`) is taken as such, anything else as a string.
+    ///
+    /// ```
+    /// use tributary::config::Config;
+    ///
+    /// let mut config = Config::default();
+    /// config.apply_source_vars([
+    ///     ("TRIBUTARY_SOURCES_FRED_SERIES".to_owned(), r#"["DCOILWTICO", "DEXVZUS"]"#.to_owned()),
+    ///     ("TRIBUTARY_SOURCES_FRED_BASE_URL".to_owned(), "http://127.0.0.1:9000/fred".to_owned()),
+    ///     ("PATH".to_owned(), "/bin".to_owned()),
+    /// ]).unwrap();
+    /// let fred = &config.sources["fred"];
+    /// assert_eq!(fred["base-url"].as_str(), Some("http://127.0.0.1:9000/fred"));
+    /// assert_eq!(fred["series"].as_array().unwrap().len(), 2);
+    /// ```
+    ///
+    /// # Errors
+    /// [`Error::Env`] for a variable without a key (`TRIBUTARY_SOURCES_FRED`).
+    pub fn apply_source_vars(
+        &mut self,
+        vars: impl IntoIterator<Item = (String, String)>,
+    ) -> Result<(), Error> {
+        for (var, value) in vars {
+            let Some(rest) = var.strip_prefix("TRIBUTARY_SOURCES_") else {
+                continue;
+            };
+            let Some((source, key)) = rest
+                .split_once('_')
+                .filter(|(s, k)| !s.is_empty() && !k.is_empty())
+            else {
+                return Err(Error::Env {
+                    var,
+                    problem: "expected TRIBUTARY_SOURCES_<SOURCE>_<KEY>".into(),
+                });
+            };
+            let key = key.to_ascii_lowercase().replace('_', "-");
+            let parsed = format!("v = {value}")
+                .parse::<toml::Table>()
+                .ok()
+                .and_then(|mut t| t.remove("v"))
+                .unwrap_or(toml::Value::String(value));
+            self.sources
+                .entry(source.to_ascii_lowercase())
+                .or_default()
+                .insert(key, parsed);
+        }
+        Ok(())
+    }
+
+    /// The settings of source `name` (`[sources.<name>]`), as `T`. A source with no settings
+    /// gets `T`'s defaults, so give `T` `#[serde(default)]`.
+    ///
+    /// # Errors
+    /// [`Error::Invalid`] naming the source and the key when the table does not fit `T`.
+    pub fn source<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, Error> {
+        let table = self.sources.get(name).cloned().unwrap_or_default();
+        T::deserialize(toml::Value::Table(table))
+            .map_err(|e| Error::Invalid(format!("sources.{name}: {}", e.to_string().trim())))
     }
 
     /// [`Config::load`] with an explicit environment, for tests.

@@ -119,6 +119,10 @@ impl Classify for Error {
     fn is_retryable(&self) -> bool {
         Error::is_retryable(self)
     }
+
+    fn retry_after(&self) -> Option<Duration> {
+        Error::retry_after(self)
+    }
 }
 
 /// An HTTP client for external APIs. Cheap to clone.

@@ -6,6 +6,7 @@
 pub mod chain;
 pub mod demo;
 pub mod hello;
+pub mod sources;
 
 use tributary::workflow::{Error, Registry};
 

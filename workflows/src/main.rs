@@ -4,7 +4,9 @@ use std::process::ExitCode;
 
 fn main() -> ExitCode {
     match tributary_workflows::registry() {
-        Ok(registry) => tributary::cli::main(registry),
+        Ok(registry) => tributary::cli::main(
+            tributary::cli::App::new(registry).setup(tributary_workflows::sources::setup),
+        ),
         Err(e) => {
             eprintln!("error: invalid workflow definitions: {e}");
             ExitCode::FAILURE

@@ -14,7 +14,7 @@ use crate::config::Config;
 use crate::ids::RunId;
 use crate::store::{self, Dispatch, NewRun, RunStatus, RunView, Store};
 use crate::transport::{self, Transport, TransportConfig};
-use crate::workflow::{self, Registry, Workflow};
+use crate::workflow::{self, Registry, Resources, Workflow};
 
 /// A runtime operation failed.
 #[derive(Debug, thiserror::Error)]
@@ -59,6 +59,7 @@ pub struct Engine {
     pub(crate) transport: Transport,
     pub(crate) config: Arc<Config>,
     pub(crate) schedules: Arc<Vec<super::scheduler::Scheduled>>,
+    pub(crate) resources: Arc<Resources>,
 }
 
 impl std::fmt::Debug for Engine {
@@ -103,10 +104,18 @@ impl Engine {
             transport,
             config: Arc::new(config),
             schedules,
+            resources: Arc::default(),
         };
         let holder = format!("connect-{}", uuid::Uuid::new_v4());
         super::maintenance::ensure_epoch(&engine, &holder).await?;
         Ok(engine)
+    }
+
+    /// The same engine, handing `resources` to every step it runs (see
+    /// [`StepContext::resource`](crate::workflow::StepContext::resource)).
+    pub fn with_resources(mut self, resources: Resources) -> Self {
+        self.resources = Arc::new(resources);
+        self
     }
 
     /// The schedules this deployment runs (declared ones, with configuration overrides).

@@ -17,3 +17,4 @@ mod worker;
 
 pub use engine::{Engine, Error, StartOptions};
 pub use scheduler::Scheduled;
+pub(crate) use scheduler::tick_key;

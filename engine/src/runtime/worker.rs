@@ -484,6 +484,7 @@ async fn execute(
                     _ => None,
                 },
                 cancel: cancel.clone(),
+                resources: Arc::clone(&worker.engine.resources),
             };
             let future = (def.function())(ctx, values);
             // Spawned so that a panic in user code fails the attempt, not the worker.
@@ -531,7 +532,12 @@ async fn execute(
         Err(error) => {
             let used = msg.attempt.saturating_sub(loaded.attempt_base);
             let retry_after = (error.is_retryable() && used < def.options.retry.max_attempts.get())
-                .then(|| def.options.retry.delay_after(used));
+                .then(|| {
+                    let backoff = def.options.retry.delay_after(used);
+                    error
+                        .retry_after()
+                        .map_or(backoff, |asked| asked.max(backoff))
+                });
             tracing::info!(parent: &span, run = %msg.run_id, step = %msg.step, attempt = msg.attempt, %error, retry = retry_after.is_some(), "step attempt failed");
             let failure = Failure {
                 run_id: msg.run_id,

@@ -92,7 +92,7 @@ impl<T> QueryExt<T> for Result<T, sqlx::Error> {
 }
 
 /// Masks the password of a URL for messages.
-pub(crate) fn redact_url(url: &str) -> String {
+pub fn redact_url(url: &str) -> String {
     match (url.find("://"), url.rfind('@')) {
         (Some(scheme), Some(at)) if at > scheme => {
             let userinfo = &url[scheme + 3..at];

@@ -12,7 +12,7 @@ mod error;
 mod postgres;
 
 pub use error::Error;
-pub(crate) use error::redact_url; // also used by the transport
+pub use error::redact_url; // also used by the transport and the sources
 pub use postgres::{
     Completed, Dispatch, EventRow, Failure, Loaded, NewRun, RunStatus, RunView, StartedRun,
     StepView, Store,

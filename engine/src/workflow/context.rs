@@ -4,12 +4,13 @@ use std::sync::Arc;
 
 use tokio_util::sync::CancellationToken;
 
+use super::{Resources, StepError};
 use crate::ids::{Attempt, RunId};
 
 /// Passed to every step function.
 ///
-/// It carries no connection to Redis or PostgreSQL: a step's effects go through its own clients,
-/// and its result through its return value.
+/// It carries no connection to Redis or PostgreSQL: a step's effects go through its own clients
+/// (handed to it as [`Resources`] by the deployment), and its result through its return value.
 #[derive(Debug, Clone)]
 pub struct StepContext {
     pub(crate) run_id: RunId,
@@ -18,6 +19,7 @@ pub struct StepContext {
     pub(crate) attempt: Attempt,
     pub(crate) item: Option<usize>,
     pub(crate) cancel: CancellationToken,
+    pub(crate) resources: Arc<Resources>,
 }
 
 impl StepContext {
@@ -30,7 +32,14 @@ impl StepContext {
             attempt: 1,
             item: None,
             cancel: CancellationToken::new(),
+            resources: Arc::default(),
         }
+    }
+
+    /// The same context with these resources, e.g. to unit-test a step that needs a client.
+    pub fn with_resources(mut self, resources: Resources) -> Self {
+        self.resources = Arc::new(resources);
+        self
     }
 
     /// The run this attempt belongs to.
@@ -67,5 +76,19 @@ impl StepContext {
     /// Resolves when the run is cancelled; use it in a `tokio::select!` with the step's work.
     pub async fn cancelled(&self) {
         self.cancel.cancelled().await
+    }
+
+    /// The deployment's resource of type `T` (see [`Resources`]).
+    ///
+    /// # Errors
+    /// A fatal [`StepError`] naming the type when the process was started without it: a
+    /// deployment mistake that no retry can fix.
+    pub fn resource<T: Send + Sync + 'static>(&self) -> Result<Arc<T>, StepError> {
+        self.resources.get::<T>().ok_or_else(|| {
+            StepError::fatal(format!(
+                "this worker has no resource {}: the deployment's setup did not provide it",
+                std::any::type_name::<T>()
+            ))
+        })
     }
 }

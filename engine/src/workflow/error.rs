@@ -2,6 +2,7 @@
 //! building or registering a workflow returns when the definition is invalid ([`Error`]).
 
 use std::fmt;
+use std::time::Duration;
 
 /// Whether a failed attempt is worth another try.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -34,6 +35,7 @@ pub enum ErrorKind {
 pub struct StepError {
     kind: ErrorKind,
     message: String,
+    retry_after: Option<Duration>,
 }
 
 impl StepError {
@@ -42,6 +44,25 @@ impl StepError {
         Self {
             kind: ErrorKind::Retryable,
             message: message.to_string(),
+            retry_after: None,
+        }
+    }
+
+    /// A transient failure that should not be retried before `delay` has passed (an API's
+    /// `Retry-After`, a spent daily quota). The retry waits for the longer of `delay` and the
+    /// policy's back-off, as due-time state in PostgreSQL, not inside the worker.
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use tributary::workflow::StepError;
+    ///
+    /// let e = StepError::retryable_after("quota spent", Duration::from_secs(3600));
+    /// assert_eq!(e.retry_after(), Some(Duration::from_secs(3600)));
+    /// ```
+    pub fn retryable_after(message: impl fmt::Display, delay: Duration) -> Self {
+        Self {
+            retry_after: Some(delay),
+            ..Self::retryable(message)
         }
     }
 
@@ -50,6 +71,7 @@ impl StepError {
         Self {
             kind: ErrorKind::Fatal,
             message: message.to_string(),
+            retry_after: None,
         }
     }
 
@@ -66,6 +88,11 @@ impl StepError {
     /// The human-readable message, as stored in the run's audit trail.
     pub fn message(&self) -> &str {
         &self.message
+    }
+
+    /// The earliest time another attempt is worth making, when the failure said so.
+    pub fn retry_after(&self) -> Option<Duration> {
+        self.retry_after
     }
 }
 
@@ -101,6 +128,12 @@ impl fmt::Display for StepError {
 pub trait Classify: fmt::Display {
     /// `true` when another attempt may succeed.
     fn is_retryable(&self) -> bool;
+
+    /// How long to wait at least before the next attempt, when the error knows (a
+    /// `Retry-After`). Default: no opinion.
+    fn retry_after(&self) -> Option<Duration> {
+        None
+    }
 }
 
 impl<E: Classify> From<E> for StepError {
@@ -113,6 +146,7 @@ impl<E: Classify> From<E> for StepError {
         Self {
             kind,
             message: error.to_string(),
+            retry_after: error.retry_after(),
         }
     }
 }

@@ -9,6 +9,7 @@ mod context;
 mod error;
 mod policy;
 mod registry;
+mod resources;
 mod schedule;
 
 #[doc(hidden)]
@@ -19,4 +20,5 @@ pub use context::StepContext;
 pub use error::{Classify, Error, ErrorKind, ResultExt, StepError};
 pub use policy::{RetryPolicy, StepOptions};
 pub use registry::Registry;
+pub use resources::Resources;
 pub use schedule::{Schedule, ScheduleSpec, Tick, parse_cron};
