@@ -58,6 +58,22 @@ impl Ingest {
         self.config.source(source).map_err(StepError::fatal)
     }
 
+    /// The secret `id` (an API key). Keep it out of step outputs, logs and error messages:
+    /// pass it to the HTTP layer as a query parameter whose name marks it as a credential
+    /// (`api_key`, `subscription-key`), which masks it in every message and span.
+    ///
+    /// # Errors
+    /// A fatal error naming the id and where it was looked for.
+    pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
+        let var = format!(
+            "TRIBUTARY_SECRET_{}",
+            id.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+        );
+        std::env::var(&var)
+            .map(Secret)
+            .map_err(|_| StepError::fatal(format!("secret {id:?} not found: looked in env {var}")))
+    }
+
     /// GETs JSON from `api`, within its rate limit, retrying what is worth retrying.
     ///
     /// # Errors
@@ -86,6 +102,33 @@ impl Ingest {
         let _ = api;
         Ok(self.http.get_bytes(url, query).await?)
     }
+}
+
+/// A secret's value; printing it shows `Secret([redacted])`.
+pub struct Secret(String);
+
+impl Secret {
+    /// The value, for the one place that must send it.
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for Secret {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Secret([redacted])")
+    }
+}
+
+/// What `tributary sources` reports for a source.
+#[derive(Debug, Clone, Copy)]
+pub struct SourceInfo {
+    /// The source's name (its `[sources.<name>]` table and cursor source).
+    pub name: &'static str,
+    /// The workflow that ingests it.
+    pub workflow: &'static str,
+    /// The tables its rows land in.
+    pub tables: &'static [&'static str],
 }
 
 /// Builds the [`Resources`] of the ingestion steps for a worker process.
