@@ -33,6 +33,8 @@ pub struct SourceFixture {
 impl SourceFixture {
     /// Starts everything. `settings` receives the mock server's base URL and returns the
     /// `[sources.*]` configuration as TOML (e.g. `[sources.fred]\nbase-url = "{uri}/fred"`).
+    /// `[schedules.*]` tables are taken too, and when there are any the scheduler runs (it is
+    /// off otherwise, so that declared schedules do not fire in the middle of a test).
     pub async fn start(settings: impl FnOnce(&str) -> String) -> Self {
         let mock = MockServer::start().await;
         Self::start_with(mock, settings).await
@@ -44,6 +46,8 @@ impl SourceFixture {
         let mut config = env.config();
         let extra: Config = toml::from_str(&settings(&mock.uri())).expect("valid settings TOML");
         config.sources = extra.sources;
+        config.worker.scheduler = !extra.schedules.is_empty();
+        config.schedules = extra.schedules;
         let registry = tributary_workflows::registry().expect("valid workflows");
         let engine = Engine::connect(config, registry)
             .await
