@@ -11,3 +11,7 @@ CREATE TABLE ingest_cursors (
     updated_at  timestamptz NOT NULL DEFAULT now(),
     PRIMARY KEY (source, key)
 );
+
+-- `tributary sources` shows each source's last successful run.
+CREATE INDEX tributary_runs_workflow_succeeded
+    ON tributary_runs (workflow, finished_at DESC) WHERE status = 'succeeded';

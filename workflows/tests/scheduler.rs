@@ -179,3 +179,117 @@ async fn an_invalid_schedule_override_stops_start_up_with_its_name() {
         let _ = std::fs::remove_file(file);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn backfill_starts_one_run_per_tick_of_the_period_and_never_twice() {
+    let env = TestEnv::start().await;
+    let _worker = env.spawn_worker(BIN.as_ref(), &[]);
+    let engine = env.engine(tributary_workflows::registry().unwrap()).await;
+    let cli = |args: &[&str]| {
+        std::process::Command::new(BIN)
+            .args(args)
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .unwrap()
+    };
+    // hello-heartbeat is hourly: 5 windows in [00:00, 05:00), the last ending at 05:00.
+    let args = [
+        "backfill",
+        "hello",
+        "--from",
+        "2024-01-01",
+        "--to",
+        "2024-01-01T05:00:00Z",
+        "--timeout",
+        "60s",
+    ];
+    let out = tokio::task::block_in_place(|| cli(&args));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        stdout.contains("5 runs") && stdout.contains("5 succeeded"),
+        "{stdout}"
+    );
+    let runs = scheduled_runs(&engine).await;
+    let ticks: Vec<String> = runs
+        .iter()
+        .map(|(t, _, _)| t.format("%H:%M").to_string())
+        .collect();
+    assert_eq!(ticks, ["01:00", "02:00", "03:00", "04:00", "05:00"]);
+    // Each run got its tick's data interval.
+    assert_eq!(runs[0].1["start"], "2024-01-01T00:00:00Z");
+    assert_eq!(runs[0].1["end"], "2024-01-01T01:00:00Z");
+
+    // The same period again starts nothing new; an overlapping one only the new ticks.
+    let again = tokio::task::block_in_place(|| cli(&args));
+    assert!(again.status.success(), "{again:?}");
+    let wider = tokio::task::block_in_place(|| {
+        cli(&[
+            "backfill",
+            "hello",
+            "--from",
+            "2024-01-01T03:00:00Z",
+            "--to",
+            "2024-01-01T07:00:00Z",
+        ])
+    });
+    assert!(wider.status.success(), "{wider:?}");
+    assert_eq!(scheduled_runs(&engine).await.len(), 7);
+
+    // Mistakes are clear errors.
+    for (bad, expected) in [
+        (
+            vec![
+                "backfill",
+                "demo",
+                "--from",
+                "2024-01-01",
+                "--to",
+                "2024-02-01",
+            ],
+            "demo has no enabled schedule",
+        ),
+        (
+            vec![
+                "backfill",
+                "hello",
+                "--from",
+                "2024-02-01",
+                "--to",
+                "2024-01-01",
+            ],
+            "--from must be before --to",
+        ),
+        (
+            vec![
+                "backfill",
+                "hello",
+                "--from",
+                "yesterday",
+                "--to",
+                "2024-01-01",
+            ],
+            "neither a date",
+        ),
+        (
+            vec![
+                "backfill",
+                "hello",
+                "--from",
+                "2000-01-01",
+                "--to",
+                "2024-01-01",
+            ],
+            "more than 10000 ticks",
+        ),
+    ] {
+        let out = tokio::task::block_in_place(|| cli(&bad));
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && stderr.contains(expected),
+            "{bad:?}: {stderr}"
+        );
+    }
+}

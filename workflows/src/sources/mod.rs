@@ -6,6 +6,8 @@
 //! tables live in `migrations/`. The engine knows none of this: it hands [`Ingest`] to the
 //! steps as a [`Resources`] value built by [`setup`].
 
+pub mod report;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -67,7 +69,8 @@ impl Ingest {
     pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
         let var = format!(
             "TRIBUTARY_SECRET_{}",
-            id.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            id.to_ascii_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
         std::env::var(&var)
             .map(Secret)
@@ -129,6 +132,11 @@ pub struct SourceInfo {
     pub workflow: &'static str,
     /// The tables its rows land in.
     pub tables: &'static [&'static str],
+}
+
+/// Every source of this deployment.
+pub fn all() -> Vec<SourceInfo> {
+    Vec::new()
 }
 
 /// Builds the [`Resources`] of the ingestion steps for a worker process.
