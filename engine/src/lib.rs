@@ -12,6 +12,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod ratelimit;
 pub mod runtime;
 pub mod services;
 pub mod store;
