@@ -374,7 +374,7 @@ struct Inner {
 
 /// One API's state in this process.
 struct ApiState {
-    /// The quota the local limiter was built from; a different quota rebuilds it.
+    /// The quota last used; a different rate or burst rebuilds the local limiter.
     quota: Quota,
     local: Arc<governor::DefaultDirectRateLimiter>,
     /// This process's view of the day's count: the last count Redis returned plus the grants
@@ -511,10 +511,12 @@ impl RateLimiter {
             local: Arc::new(governor::RateLimiter::direct(quota.governor())),
             day: None,
         });
-        if state.quota != *quota {
-            state.quota = quota.clone();
+        if (state.quota.requests, state.quota.per, state.quota.burst)
+            != (quota.requests, quota.per, quota.burst)
+        {
             state.local = Arc::new(governor::RateLimiter::direct(quota.governor()));
         }
+        state.quota = quota.clone();
         f(state)
     }
 
