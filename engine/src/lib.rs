@@ -4,6 +4,7 @@
 //! Streams ([`transport`]) and each step's result is checkpointed in PostgreSQL ([`store`]),
 //! the source of truth. The [`runtime`] ties them together: it starts runs, executes steps,
 //! retries, reclaims and recovers. [`cli`] is the `tributary` command line.
+//! [`ratelimit`] keeps calls to external APIs under their quotas across all processes.
 //!
 //! Strata, from the bottom: `ids`, `workflow` (no I/O) → `store`, `transport` (one backend
 //! each) → `runtime` → `cli`.
@@ -12,6 +13,7 @@ pub mod cli;
 pub mod config;
 pub mod http;
 pub mod ids;
+pub mod ratelimit;
 pub mod runtime;
 pub mod services;
 pub mod store;

@@ -675,11 +675,134 @@ impl Transport {
         Ok(removed)
     }
 
+    /// Asks the shared rate limit `<prefix>:ratelimit:<limit>` for one request: GCRA with one
+    /// request every `emission_interval` and bursts of up to `burst` (at least 1), on the
+    /// server's clock (`gcra.lua`). Returns zero when the request may go now (it is counted),
+    /// otherwise how long to wait before asking again (nothing is counted).
+    ///
+    /// # Errors
+    /// A command error.
+    pub async fn rate_limit(
+        &self,
+        limit: &str,
+        emission_interval: Duration,
+        burst: u32,
+    ) -> Result<Duration, Error> {
+        let key = format!("{}:ratelimit:{limit}", self.config.prefix);
+        // Microseconds: exact in Lua's doubles for centuries, and fine enough for any API.
+        let interval = (emission_interval.as_micros() as i64).max(1);
+        let reply = self
+            .eval(
+                &GCRA,
+                key,
+                vec![interval.into(), i64::from(burst.max(1)).into()],
+            )
+            .await?;
+        let wait = reply.as_i64().ok_or_else(|| Error::Reply {
+            command: "EVALSHA gcra",
+            problem: format!("expected an integer, got {reply:?}"),
+        })?;
+        Ok(Duration::from_micros(wait.max(0) as u64))
+    }
+
+    /// Counts one request against the daily cap `<prefix>:ratelimit:<limit>:<day>` (`day` as
+    /// `YYYY-MM-DD`), unless `cap` requests were already counted that day (`daily_cap.lua`).
+    /// Returns the day's count including this request, or `None` when the cap is reached.
+    /// Counters expire after two days.
+    ///
+    /// # Errors
+    /// A command error.
+    pub async fn daily_count(
+        &self,
+        limit: &str,
+        day: &str,
+        cap: u32,
+    ) -> Result<Option<u32>, Error> {
+        const TTL_SECONDS: i64 = 2 * 24 * 3600;
+        let key = format!("{}:ratelimit:{limit}:{day}", self.config.prefix);
+        let reply = self
+            .eval(
+                &DAILY_CAP,
+                key,
+                vec![i64::from(cap).into(), TTL_SECONDS.into()],
+            )
+            .await?;
+        let n = reply.as_i64().ok_or_else(|| Error::Reply {
+            command: "EVALSHA daily_cap",
+            problem: format!("expected an integer, got {reply:?}"),
+        })?;
+        Ok(u32::try_from(n).ok())
+    }
+
+    /// Runs a script on one key: `EVALSHA` with the script's digest (learnt once per process
+    /// with `SCRIPT LOAD`), or `EVAL` when the server does not know it (after a restart or a
+    /// flush), which also caches it there again.
+    async fn eval(&self, script: &Script, key: String, args: Vec<Value>) -> Result<Value, Error> {
+        // The key is the third argument, after the script (or digest) and the key count.
+        let command = |name| CustomCommand::new_static(name, ClusterHash::Offset(2), false);
+        let with = |first: Value| {
+            let mut all = vec![first, 1.into(), key.as_str().into()];
+            all.extend(args.iter().cloned());
+            all
+        };
+        let sha = match script.sha.get() {
+            Some(sha) => sha.clone(),
+            None => {
+                let sha: Value = self
+                    .client
+                    .custom(
+                        CustomCommand::new_static("SCRIPT", ClusterHash::Random, false),
+                        vec![Value::from("LOAD"), script.source.into()],
+                    )
+                    .await
+                    .map_err(|source| Error::Command {
+                        command: "SCRIPT LOAD",
+                        source,
+                    })?;
+                script.sha.get_or_init(|| text(&sha)).clone()
+            }
+        };
+        match self
+            .client
+            .custom::<Value, Value>(command("EVALSHA"), with(sha.as_str().into()))
+            .await
+        {
+            Err(e) if e.details().contains("NOSCRIPT") => self
+                .client
+                .custom(command("EVAL"), with(script.source.into()))
+                .await
+                .map_err(|source| Error::Command {
+                    command: "EVAL",
+                    source,
+                }),
+            other => other.map_err(|source| Error::Command {
+                command: "EVALSHA",
+                source,
+            }),
+        }
+    }
+
     /// Closes the connection.
     pub async fn close(&self) {
         let _ = self.client.quit().await;
     }
 }
+
+/// A Lua script and, once known, its digest (the same for every connection and server).
+struct Script {
+    source: &'static str,
+    sha: std::sync::OnceLock<String>,
+}
+
+static GCRA: Script = Script {
+    source: include_str!("gcra.lua"),
+    sha: std::sync::OnceLock::new(),
+};
+
+static DAILY_CAP: Script = Script {
+    source: include_str!("daily_cap.lua"),
+    sha: std::sync::OnceLock::new(),
+};
 
 fn stream_id_next(id: &str) -> String {
     let (ms, seq) = id.split_once('-').unwrap_or((id, "0"));
