@@ -13,6 +13,7 @@ pub mod config;
 pub mod http;
 pub mod ids;
 pub mod runtime;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod telemetry;
