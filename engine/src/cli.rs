@@ -1,5 +1,5 @@
 //! The `tributary` command line: `dev`, `worker`, `start`, `status`, `retry`, `cancel`,
-//! `migrate`, `workflows`, `dead-letters`.
+//! `migrate`, `workflows`, `dead-letters`, `secrets`.
 //!
 //! The binary lives in the `workflows` package (it needs the workflows); it calls [`main`]
 //! with its [`Registry`]. `anyhow` is used here, at the edge, and nowhere below.
@@ -91,6 +91,11 @@ enum Command {
         /// How many.
         #[arg(long, default_value_t = 20)]
         count: usize,
+    },
+    /// Get or set a secret (GCP Secret Manager or the env/file fallback).
+    Secrets {
+        #[command(subcommand)]
+        action: crate::secrets::Command,
     },
 }
 
@@ -246,6 +251,11 @@ async fn run(cli: Cli, registry: Registry) -> anyhow::Result<()> {
                     .collect();
                 println!("{} {}", entry.id, fields.join(" "));
             }
+            Ok(())
+        }
+        Command::Secrets { action } => {
+            let secrets = crate::secrets::Secrets::from_config(&config.secrets).await?;
+            crate::secrets::run_command(&secrets, action, &mut std::io::stdout()).await?;
             Ok(())
         }
     }
