@@ -753,7 +753,11 @@ fn backend_error(
         let transient = std::error::Error::source(e)
             .and_then(|s| s.downcast_ref::<google_cloud_gax::error::CredentialsError>())
             .is_some_and(|c| c.is_transient());
-        ("UNAUTHENTICATED".into(), e.to_string(), transient)
+        let message = format!(
+            "{e} (for local use: `gcloud auth application-default login`, or set \
+             GOOGLE_APPLICATION_CREDENTIALS)"
+        );
+        ("UNAUTHENTICATED".into(), message, transient)
     } else {
         ("UNKNOWN".into(), e.to_string(), false)
     };
