@@ -1,5 +1,5 @@
 //! The `tributary` command line: `dev`, `worker`, `start`, `status`, `retry`, `cancel`,
-//! `migrate`, `workflows`, `schedules`, `backfill`, `dead-letters`.
+//! `migrate`, `workflows`, `schedules`, `backfill`, `dead-letters`, `secrets`.
 //!
 //! The binary lives in the `workflows` package (it needs the workflows); it calls [`main`]
 //! with an [`App`]: its [`Registry`], how to build the [`Resources`] its steps use, and any
@@ -209,6 +209,11 @@ enum Command {
         #[arg(long, default_value_t = 20)]
         count: usize,
     },
+    /// Get or set a secret (GCP Secret Manager or the env/file fallback).
+    Secrets {
+        #[command(subcommand)]
+        action: crate::secrets::Command,
+    },
 }
 
 #[derive(Debug, Subcommand)]
@@ -402,6 +407,11 @@ async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
                     .collect();
                 println!("{} {}", entry.id, fields.join(" "));
             }
+            Ok(())
+        }
+        Command::Secrets { action } => {
+            let secrets = crate::secrets::Secrets::from_config(&config.secrets).await?;
+            crate::secrets::run_command(&secrets, action, &mut std::io::stdout()).await?;
             Ok(())
         }
     }

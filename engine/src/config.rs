@@ -5,7 +5,9 @@
 //! `TRIBUTARY_<SECTION>_<KEY>` for the rest, e.g. `TRIBUTARY_WORKER_CONCURRENCY=32`,
 //! `TRIBUTARY_WORKER_LEASE=30s`, `TRIBUTARY_RETENTION_KEEP=7d`. Durations take humantime
 //! strings (`250ms`, `30s`, `7d`). The file is named by `--config` or `TRIBUTARY_CONFIG`;
-//! `docs/configuration.md` lists every key.
+//! `docs/configuration.md` lists every key. For the old stack, `SECRET_MANAGER_ENABLED`
+//! (below `TRIBUTARY_SECRETS_PROVIDER`) and `GCP_PROJECT_ID` / `GOOGLE_CLOUD_PROJECT` (only
+//! when neither the file nor `TRIBUTARY_SECRETS_PROJECT` names a project) are read too.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
@@ -71,6 +73,8 @@ pub struct Config {
     /// file, `TRIBUTARY_SOURCES_<NAME>_<KEY>` in the environment). The engine does not read
     /// them; each source deserialises its own table with [`Config::source`].
     pub sources: std::collections::BTreeMap<String, toml::Table>,
+    /// Where secrets come from (`[secrets]`): GCP Secret Manager or the env/file fallback.
+    pub secrets: crate::secrets::SecretsConfig,
 }
 
 /// Changes to one declared schedule. Unset fields keep the declared value.
@@ -146,6 +150,7 @@ impl Default for Config {
             retention: RetentionConfig::default(),
             schedules: Default::default(),
             sources: Default::default(),
+            secrets: Default::default(),
         }
     }
 }
@@ -203,6 +208,16 @@ const ENV_VARS: &[&str] = &[
     "TRIBUTARY_RETENTION_KEEP",
     "TRIBUTARY_RETENTION_INTERVAL",
     "TRIBUTARY_RETENTION_BATCH",
+    // The old stack's names come first, so that the TRIBUTARY_SECRETS_* ones win; the project
+    // variables only fill a project that neither the file nor TRIBUTARY_SECRETS_PROJECT set.
+    "SECRET_MANAGER_ENABLED",
+    "TRIBUTARY_SECRETS_PROVIDER",
+    "TRIBUTARY_SECRETS_PROJECT",
+    "GCP_PROJECT_ID",
+    "GOOGLE_CLOUD_PROJECT",
+    "TRIBUTARY_SECRETS_CACHE_TTL",
+    "TRIBUTARY_SECRETS_DIR",
+    "TRIBUTARY_SECRETS_ENDPOINT",
 ];
 
 /// Sets the field that environment variable `var` names.
@@ -223,6 +238,21 @@ fn set_from_env(c: &mut Config, var: &str, v: &str) -> Result<(), String> {
         "TRIBUTARY_RETENTION_KEEP" => c.retention.keep = duration(v)?,
         "TRIBUTARY_RETENTION_INTERVAL" => c.retention.interval = duration(v)?,
         "TRIBUTARY_RETENTION_BATCH" => c.retention.batch = number(v)?,
+        "SECRET_MANAGER_ENABLED" => {
+            c.secrets.provider = match v.to_ascii_lowercase().as_str() {
+                "true" | "1" | "yes" => crate::secrets::Provider::Gcp,
+                "false" | "0" | "no" => crate::secrets::Provider::Env,
+                _ => return Err("expected true or false".into()),
+            }
+        }
+        "TRIBUTARY_SECRETS_PROVIDER" => c.secrets.provider = number(v)?,
+        "TRIBUTARY_SECRETS_PROJECT" => c.secrets.project = Some(v.to_owned()),
+        "GCP_PROJECT_ID" | "GOOGLE_CLOUD_PROJECT" => {
+            c.secrets.project.get_or_insert_with(|| v.to_owned());
+        }
+        "TRIBUTARY_SECRETS_CACHE_TTL" => c.secrets.cache_ttl = duration(v)?,
+        "TRIBUTARY_SECRETS_DIR" => c.secrets.dir = Some(v.into()),
+        "TRIBUTARY_SECRETS_ENDPOINT" => c.secrets.endpoint = Some(v.to_owned()),
         other => return Err(format!("{other} is not a configuration variable")),
     }
     Ok(())
@@ -373,6 +403,9 @@ impl Config {
         }
         if self.retention.batch < 1 {
             return invalid("retention.batch must be at least 1");
+        }
+        if let Err(e) = self.secrets.validate() {
+            return invalid(&e.to_string());
         }
         Ok(())
     }

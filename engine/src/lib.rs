@@ -15,6 +15,7 @@ pub mod http;
 pub mod ids;
 pub mod ratelimit;
 pub mod runtime;
+pub mod secrets;
 pub mod services;
 pub mod store;
 pub mod telemetry;
