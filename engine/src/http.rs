@@ -11,13 +11,19 @@
 //! `subscription-key`, …) are masked in every error message and span. Each call is a span
 //! (`http.client.request`) with the method, the masked URL, the status and the retry count.
 //!
-//! It knows nothing of Redis or PostgreSQL.
+//! Rate limits: a client made with [`HttpClient::limited`] takes a slot of its API's
+//! [`Quota`] from the shared [`RateLimiter`] before every attempt, retries included. A wait too
+//! long to sleep through is [`Error::RateLimited`]: retryable, with the time to wait, so the
+//! step is retried later from due-time state instead of holding a worker slot.
+//!
+//! It knows nothing of Redis or PostgreSQL (the limiter reaches Redis through the transport).
 
 use std::time::Duration;
 
 use backon::{ExponentialBuilder, Retryable};
 use serde::de::DeserializeOwned;
 
+use crate::ratelimit::{Quota, RateLimiter};
 use crate::workflow::Classify;
 
 /// How the client behaves. Every field documents its default.
@@ -95,6 +101,14 @@ pub enum Error {
     /// The client could not be built.
     #[error("cannot build the HTTP client: {0}")]
     Build(String),
+    /// The API's rate limit (shared by every engine process) has no slot soon enough.
+    #[error("GET {url}: {source}")]
+    RateLimited {
+        /// The URL, credentials masked.
+        url: String,
+        /// The limiter's refusal, with when to try again.
+        source: crate::ratelimit::Error,
+    },
 }
 
 impl Error {
@@ -103,13 +117,21 @@ impl Error {
         match self {
             Error::Network { .. } => true,
             Error::Status { status, .. } => *status == 429 || *status >= 500,
+            Error::RateLimited { source, .. } => source.is_retryable(),
             Error::NotJson { .. } | Error::Decode { .. } | Error::Build(_) => false,
         }
+    }
+
+    /// Whether to try again within this call: not after a rate-limit refusal, whose wait is
+    /// too long to spend inside a step.
+    fn retry_now(&self) -> bool {
+        self.is_retryable() && !matches!(self, Error::RateLimited { .. })
     }
 
     fn retry_after(&self) -> Option<Duration> {
         match self {
             Error::Status { retry_after, .. } => *retry_after,
+            Error::RateLimited { source, .. } => source.retry_after(),
             _ => None,
         }
     }
@@ -130,6 +152,15 @@ impl Classify for Error {
 pub struct HttpClient {
     client: reqwest::Client,
     config: HttpConfig,
+    limit: Option<Limit>,
+}
+
+/// The rate limit a client observes.
+#[derive(Debug, Clone)]
+struct Limit {
+    limiter: RateLimiter,
+    api: String,
+    quota: Quota,
 }
 
 /// Query parameter names whose values are masked.
@@ -198,7 +229,24 @@ impl HttpClient {
             .user_agent(config.user_agent.clone())
             .build()
             .map_err(|e| Error::Build(e.to_string()))?;
-        Ok(Self { client, config })
+        Ok(Self {
+            client,
+            config,
+            limit: None,
+        })
+    }
+
+    /// The same client (sharing its connections), taking a slot of `api`'s `quota` from
+    /// `limiter` before every attempt.
+    pub fn limited(&self, limiter: RateLimiter, api: &str, quota: Quota) -> Self {
+        Self {
+            limit: Some(Limit {
+                limiter,
+                api: api.to_owned(),
+                quota,
+            }),
+            ..self.clone()
+        }
     }
 
     /// GETs `url` with `query` and returns the body, retrying what is worth retrying.
@@ -221,13 +269,31 @@ impl HttpClient {
             url.full = %masked,
             http.response.status_code = tracing::field::Empty,
             http.request.resend_count = tracing::field::Empty,
+            tributary.rate_limit.wait_ms = tracing::field::Empty,
         );
+        // Milliseconds spent waiting for rate-limit slots, over all attempts.
+        let waited = std::sync::atomic::AtomicU64::new(0);
         let mut attempts = 0u32;
         let once = || {
             attempts += 1;
             let full = full.clone();
             let masked = masked.clone();
+            let waited = &waited;
             async move {
+                if let Some(limit) = &self.limit {
+                    let wait = limit
+                        .limiter
+                        .acquire(&limit.api, &limit.quota)
+                        .await
+                        .map_err(|source| Error::RateLimited {
+                            url: masked.clone(),
+                            source,
+                        })?;
+                    waited.fetch_add(
+                        wait.as_millis() as u64,
+                        std::sync::atomic::Ordering::Relaxed,
+                    );
+                }
                 let response = self
                     .client
                     .get(full)
@@ -269,11 +335,17 @@ impl HttpClient {
         let max_delay = self.config.max_delay;
         let result = once
             .retry(backoff)
-            .when(Error::is_retryable)
+            .when(Error::retry_now)
             .adjust(move |e: &Error, d| e.retry_after().map(|r| r.min(max_delay)).or(d))
             .notify(|e: &Error, d| tracing::warn!(error = %e, delay = ?d, "retrying an HTTP call"))
             .await;
         span.record("http.request.resend_count", attempts.saturating_sub(1));
+        if self.limit.is_some() {
+            span.record(
+                "tributary.rate_limit.wait_ms",
+                waited.load(std::sync::atomic::Ordering::Relaxed),
+            );
+        }
         match &result {
             Ok(_) => {
                 span.record("http.response.status_code", 200u16);
@@ -470,5 +542,39 @@ mod tests {
             "https://api/x?subscription-key=***&period=2024"
         );
         assert_eq!(mask_url("https://api/x"), "https://api/x");
+    }
+
+    #[tokio::test]
+    async fn a_spent_rate_limit_is_a_retryable_error_with_its_wait_and_sends_nothing() {
+        let server = MockServer::start().await;
+        Mock::given(method("GET"))
+            .and(path("/obs"))
+            .respond_with(ResponseTemplate::new(200).set_body_string("{\"value\":\"1\"}"))
+            .expect(1)
+            .mount(&server)
+            .await;
+        let limiter = RateLimiter::local_only(crate::ratelimit::RateLimitConfig {
+            max_wait: Duration::from_millis(100),
+            shared: false,
+        });
+        let quota: Quota = "1/10s".parse().unwrap();
+        let limited = client().limited(limiter, "obs-api", quota);
+        let url = format!("{}/obs", server.uri());
+        let first: Obs = limited.get_json(&url, &[("api_key", "k")]).await.unwrap();
+        assert_eq!(first.value, "1");
+        let err = limited
+            .get_json::<Obs>(&url, &[("api_key", "k")])
+            .await
+            .unwrap_err();
+        assert!(matches!(err, Error::RateLimited { .. }), "{err}");
+        assert!(Classify::is_retryable(&err));
+        let wait = Classify::retry_after(&err).expect("a wait");
+        assert!(
+            wait > Duration::from_secs(5) && wait <= Duration::from_secs(10),
+            "{wait:?}"
+        );
+        let step: crate::workflow::StepError = err.into();
+        assert_eq!(step.retry_after(), Some(wait));
+        assert!(!step.message().contains("api_key=k"), "{}", step.message());
     }
 }

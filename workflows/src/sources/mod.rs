@@ -8,6 +8,7 @@
 
 pub mod report;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -17,7 +18,9 @@ use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tributary::config::Config;
 use tributary::http::{HttpClient, HttpConfig};
+use tributary::ratelimit::{Quota, RateLimitConfig, RateLimiter};
 use tributary::runtime::Engine;
+use tributary::secrets::{Secret, Secrets};
 use tributary::workflow::{Resources, StepContext, StepError, Tick};
 
 /// Everything an ingestion step needs, shared by the steps of a worker process.
@@ -25,8 +28,50 @@ use tributary::workflow::{Resources, StepContext, StepError, Tick};
 pub struct Ingest {
     /// The database the ingested rows go to (the engine's, by default).
     pub db: PgPool,
-    http: HttpClient,
+    /// One client per API, each observing the API's rate limit.
+    clients: HashMap<&'static str, HttpClient>,
+    secrets: Secrets,
     config: Arc<Config>,
+}
+
+/// Each API's default rate limit, from its documentation (`../shared/reference/apis.md`,
+/// "Cross-cutting notes"). `[sources.<api>] rate-limit = "…"` overrides one.
+pub const DEFAULT_LIMITS: &[(&str, &str)] = &[
+    // Events export files: no documented limit; GDELT asks for at most one file a second.
+    ("gdelt", "1/s"),
+    // 1,000 calls a day per appname; about one a second is tolerated.
+    ("reliefweb", "1/s; daily=1000"),
+    // 120 requests a minute per key.
+    ("fred", "120/min"),
+    // Free tier: 500 calls a day per key, and one every few seconds.
+    ("comtrade", "1/6s; daily=500"),
+    // No published limit; two a second is polite.
+    ("worldbank", "2/s"),
+];
+
+/// Each API's quota: its default, or the configured override.
+fn quotas(config: &Config) -> anyhow::Result<Vec<(&'static str, Quota)>> {
+    DEFAULT_LIMITS
+        .iter()
+        .map(|(api, default)| {
+            let table = config.sources.get(*api).cloned().unwrap_or_default();
+            let configured = table
+                .get("rate-limit")
+                .map(|v| {
+                    v.as_str().map(str::to_owned).ok_or_else(|| {
+                        anyhow::anyhow!(
+                            "sources.{api}.rate-limit must be a string like \"120/min\""
+                        )
+                    })
+                })
+                .transpose()?;
+            let text = configured.as_deref().unwrap_or(default);
+            let quota: Quota = text
+                .parse()
+                .map_err(|e| anyhow::anyhow!("sources.{api}.rate-limit: {e}"))?;
+            Ok((*api, quota))
+        })
+        .collect()
 }
 
 impl Ingest {
@@ -34,8 +79,10 @@ impl Ingest {
     ///
     /// # Errors
     /// A connection error, or invalid settings of a source (named).
-    pub async fn connect(config: Arc<Config>) -> anyhow::Result<Self> {
+    pub async fn connect(config: Arc<Config>, limiter: RateLimiter) -> anyhow::Result<Self> {
         validate_settings(&config)?;
+        let quotas = quotas(&config)?;
+        let secrets = Secrets::from_config(&config.secrets).await?;
         let url = config.database_url()?;
         let db = PgPoolOptions::new()
             .max_connections(4)
@@ -49,7 +96,29 @@ impl Ingest {
                 )
             })?;
         let http = HttpClient::new(HttpConfig::default())?;
-        Ok(Self { db, http, config })
+        let clients = quotas
+            .into_iter()
+            .map(|(api, quota)| (api, http.limited(limiter.clone(), api, quota)))
+            .collect();
+        Ok(Self {
+            db,
+            clients,
+            secrets,
+            config,
+        })
+    }
+
+    fn client(&self, api: &str) -> Result<&HttpClient, StepError> {
+        self.clients.get(api).ok_or_else(|| {
+            StepError::fatal(format!(
+                "no API named {api:?} (known: {})",
+                DEFAULT_LIMITS
+                    .iter()
+                    .map(|(a, _)| *a)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ))
+        })
     }
 
     /// The settings of `source` (`[sources.<source>]`), as `T`.
@@ -60,21 +129,16 @@ impl Ingest {
         self.config.source(source).map_err(StepError::fatal)
     }
 
-    /// The secret `id` (an API key). Keep it out of step outputs, logs and error messages:
-    /// pass it to the HTTP layer as a query parameter whose name marks it as a credential
-    /// (`api_key`, `subscription-key`), which masks it in every message and span.
+    /// The secret `id` (an API key), from GCP Secret Manager or the env/file fallback
+    /// (`[secrets]`). Keep it out of step outputs, logs and error messages: pass it to the HTTP
+    /// layer as a query parameter whose name marks it as a credential (`api_key`,
+    /// `subscription-key`), which masks it in every message and span.
     ///
     /// # Errors
-    /// A fatal error naming the id and where it was looked for.
+    /// A missing secret is fatal and names the id and where it was looked for; a transient
+    /// Secret Manager failure is retryable.
     pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
-        let var = format!(
-            "TRIBUTARY_SECRET_{}",
-            id.to_ascii_uppercase()
-                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
-        );
-        std::env::var(&var)
-            .map(Secret)
-            .map_err(|_| StepError::fatal(format!("secret {id:?} not found: looked in env {var}")))
+        Ok(self.secrets.get(id).await?)
     }
 
     /// GETs JSON from `api`, within its rate limit, retrying what is worth retrying.
@@ -87,8 +151,7 @@ impl Ingest {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<T, StepError> {
-        let _ = api;
-        Ok(self.http.get_json(url, query).await?)
+        Ok(self.client(api)?.get_json(url, query).await?)
     }
 
     /// GETs a body (a file, a listing) from `api`, within its rate limit. Returns the body
@@ -102,24 +165,7 @@ impl Ingest {
         url: &str,
         query: &[(&str, &str)],
     ) -> Result<(Vec<u8>, String), StepError> {
-        let _ = api;
-        Ok(self.http.get_bytes(url, query).await?)
-    }
-}
-
-/// A secret's value; printing it shows `Secret([redacted])`.
-pub struct Secret(String);
-
-impl Secret {
-    /// The value, for the one place that must send it.
-    pub fn expose(&self) -> &str {
-        &self.0
-    }
-}
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("Secret([redacted])")
+        Ok(self.client(api)?.get_bytes(url, query).await?)
     }
 }
 
@@ -144,7 +190,8 @@ pub fn all() -> Vec<SourceInfo> {
 /// # Errors
 /// As [`Ingest::connect`].
 pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
-    let ingest = Ingest::connect(Arc::new(engine.config().clone())).await?;
+    let limiter = RateLimiter::new(engine.transport().clone(), RateLimitConfig::default());
+    let ingest = Ingest::connect(Arc::new(engine.config().clone()), limiter).await?;
     let mut resources = Resources::default();
     resources.insert(ingest);
     Ok(resources)

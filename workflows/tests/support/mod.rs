@@ -33,7 +33,7 @@ pub struct SourceFixture {
 impl SourceFixture {
     /// Starts everything. `settings` receives the mock server's base URL and returns the
     /// `[sources.*]` configuration as TOML (e.g. `[sources.fred]\nbase-url = "{uri}/fred"`).
-    /// `[schedules.*]` tables are taken too, and when there are any the scheduler runs (it is
+    /// `[secrets]` and `[schedules.*]` tables are taken too, and when there are any the scheduler runs (it is
     /// off otherwise, so that declared schedules do not fire in the middle of a test).
     pub async fn start(settings: impl FnOnce(&str) -> String) -> Self {
         let mock = MockServer::start().await;
@@ -46,6 +46,17 @@ impl SourceFixture {
         let mut config = env.config();
         let extra: Config = toml::from_str(&settings(&mock.uri())).expect("valid settings TOML");
         config.sources = extra.sources;
+        config.secrets = extra.secrets;
+        // The APIs' real limits (one Comtrade call every 6 s) would make tests slow; a test
+        // of the limits sets its own.
+        for (api, _) in tributary_workflows::sources::DEFAULT_LIMITS {
+            config
+                .sources
+                .entry((*api).to_owned())
+                .or_default()
+                .entry("rate-limit")
+                .or_insert_with(|| "1000/s".into());
+        }
         config.worker.scheduler = !extra.schedules.is_empty();
         config.schedules = extra.schedules;
         let registry = tributary_workflows::registry().expect("valid workflows");
