@@ -6,6 +6,8 @@
 //! tables live in `migrations/`. The engine knows none of this: it hands [`Ingest`] to the
 //! steps as a [`Resources`] value built by [`setup`].
 
+pub mod gdelt;
+
 use std::sync::Arc;
 
 use chrono::{DateTime, Utc};
@@ -67,7 +69,8 @@ impl Ingest {
     pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
         let var = format!(
             "TRIBUTARY_SECRET_{}",
-            id.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            id.to_ascii_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
         std::env::var(&var)
             .map(Secret)
@@ -145,6 +148,7 @@ pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
 /// Checks every source's settings once at start-up, so a typo is an error before any run.
 fn validate_settings(config: &Config) -> anyhow::Result<()> {
     let _ = config;
+    config.source::<gdelt::Settings>("gdelt")?;
     Ok(())
 }
 
