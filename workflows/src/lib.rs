@@ -19,6 +19,7 @@ pub fn registry() -> Result<Registry, Error> {
     registry
         .register(hello::workflow()?)?
         .register(demo::workflow()?)?
-        .register(chain::workflow()?)?;
+        .register(chain::workflow()?)?
+        .register(sources::gdelt::workflow()?)?;
     Ok(registry)
 }

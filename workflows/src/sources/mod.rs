@@ -6,6 +6,7 @@
 //! tables live in `migrations/`. The engine knows none of this: it hands [`Ingest`] to the
 //! steps as a [`Resources`] value built by [`setup`].
 
+pub mod gdelt;
 pub mod report;
 
 use std::collections::HashMap;
@@ -200,6 +201,7 @@ pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
 /// Checks every source's settings once at start-up, so a typo is an error before any run.
 fn validate_settings(config: &Config) -> anyhow::Result<()> {
     let _ = config;
+    config.source::<gdelt::Settings>("gdelt")?;
     Ok(())
 }
 
