@@ -18,6 +18,9 @@ use tributary::http::{HttpClient, HttpConfig};
 use tributary::runtime::Engine;
 use tributary::workflow::{Resources, StepContext, StepError, Tick};
 
+pub mod comtrade;
+pub mod fred;
+
 /// Everything an ingestion step needs, shared by the steps of a worker process.
 #[derive(Debug)]
 pub struct Ingest {
@@ -67,7 +70,8 @@ impl Ingest {
     pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
         let var = format!(
             "TRIBUTARY_SECRET_{}",
-            id.to_ascii_uppercase().replace(|c: char| !c.is_ascii_alphanumeric(), "_")
+            id.to_ascii_uppercase()
+                .replace(|c: char| !c.is_ascii_alphanumeric(), "_")
         );
         std::env::var(&var)
             .map(Secret)
@@ -144,7 +148,8 @@ pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
 
 /// Checks every source's settings once at start-up, so a typo is an error before any run.
 fn validate_settings(config: &Config) -> anyhow::Result<()> {
-    let _ = config;
+    config.source::<fred::Settings>("fred")?;
+    config.source::<comtrade::Settings>("comtrade")?;
     Ok(())
 }
 
