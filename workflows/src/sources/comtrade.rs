@@ -40,7 +40,7 @@ use std::num::NonZeroU32;
 use std::sync::LazyLock;
 use std::time::Duration;
 
-use chrono::{DateTime, Datelike, NaiveDate, TimeDelta, Utc};
+use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
 use tributary::workflow::{
@@ -286,9 +286,8 @@ fn queries(settings: &Settings) -> [Query; 2] {
     ]
 }
 
-/// The periods from `start_year` to the last one that ended before `end`, oldest first.
+/// The periods from `start_year` to the last one that ended at or before `end`, oldest first.
 fn periods(frequency: Frequency, start_year: i32, end: DateTime<Utc>) -> Vec<String> {
-    let end = end - TimeDelta::microseconds(1);
     match frequency {
         Frequency::Annual => (start_year..end.year()).map(|y| y.to_string()).collect(),
         Frequency::Monthly => {
@@ -750,10 +749,11 @@ fn parse_flow(record: &str, raw: &Value) -> Result<Flow, ParseError> {
 /// layer calls any 403 fatal).
 fn classify(error: StepError) -> StepError {
     let message = error.message();
-    if message.contains("HTTP 429") && error.retry_after().is_none() {
-        if let Some(after) = try_again_in(message) {
-            return StepError::retryable_after(message, after);
-        }
+    if message.contains("HTTP 429")
+        && error.retry_after().is_none()
+        && let Some(after) = try_again_in(message)
+    {
+        return StepError::retryable_after(message, after);
     }
     if message.contains("HTTP 403") && message.contains("quota") {
         let after = replenished_in(message).unwrap_or(QUOTA_FALLBACK);
