@@ -72,8 +72,8 @@ pub struct Settings {
     /// The series to ingest. Default: `["DCOILWTICO", "DCOILBRENTEU"]` (WTI and Brent crude
     /// spot prices, daily, USD per barrel).
     pub series: Vec<String>,
-    /// The first observation date asked for a series without a cursor (quoted:
-    /// `"2000-01-01"`). Default: 2000-01-01.
+    /// The first observation date asked for a series without a cursor (a TOML date or a
+    /// `"YYYY-MM-DD"` string). Default: 2000-01-01.
     pub start: NaiveDate,
     /// Observations per request (`limit`, at most 100,000). Default: 100000.
     pub page_size: NonZeroU32,
