@@ -20,6 +20,8 @@ pub fn registry() -> Result<Registry, Error> {
         .register(hello::workflow()?)?
         .register(demo::workflow()?)?
         .register(chain::workflow()?)?
-        .register(sources::gdelt::workflow()?)?;
+        .register(sources::gdelt::workflow()?)?
+        .register(sources::fred::workflow()?)?
+        .register(sources::comtrade::workflow()?)?;
     Ok(registry)
 }

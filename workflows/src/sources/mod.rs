@@ -6,6 +6,8 @@
 //! tables live in `migrations/`. The engine knows none of this: it hands [`Ingest`] to the
 //! steps as a [`Resources`] value built by [`setup`].
 
+pub mod comtrade;
+pub mod fred;
 pub mod gdelt;
 pub mod report;
 
@@ -200,8 +202,9 @@ pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
 
 /// Checks every source's settings once at start-up, so a typo is an error before any run.
 fn validate_settings(config: &Config) -> anyhow::Result<()> {
-    let _ = config;
     config.source::<gdelt::Settings>("gdelt")?;
+    config.source::<fred::Settings>("fred")?;
+    config.source::<comtrade::Settings>("comtrade")?;
     Ok(())
 }
 
