@@ -19,6 +19,8 @@ pub fn registry() -> Result<Registry, Error> {
     registry
         .register(hello::workflow()?)?
         .register(demo::workflow()?)?
-        .register(chain::workflow()?)?;
+        .register(chain::workflow()?)?
+        .register(sources::reliefweb::workflow()?)?
+        .register(sources::worldbank::workflow()?)?;
     Ok(registry)
 }

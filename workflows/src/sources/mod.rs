@@ -6,7 +6,9 @@
 //! tables live in `migrations/`. The engine knows none of this: it hands [`Ingest`] to the
 //! steps as a [`Resources`] value built by [`setup`].
 
+pub mod reliefweb;
 pub mod report;
+pub mod worldbank;
 
 use std::sync::Arc;
 
@@ -136,7 +138,7 @@ pub struct SourceInfo {
 
 /// Every source of this deployment.
 pub fn all() -> Vec<SourceInfo> {
-    Vec::new()
+    vec![reliefweb::INFO, worldbank::INFO]
 }
 
 /// Builds the [`Resources`] of the ingestion steps for a worker process.
@@ -152,7 +154,8 @@ pub async fn setup(engine: Engine) -> anyhow::Result<Resources> {
 
 /// Checks every source's settings once at start-up, so a typo is an error before any run.
 fn validate_settings(config: &Config) -> anyhow::Result<()> {
-    let _ = config;
+    config.source::<reliefweb::Settings>("reliefweb")?;
+    config.source::<worldbank::Settings>("worldbank")?;
     Ok(())
 }
 
