@@ -33,6 +33,28 @@ async fn stamps(fx: &SourceFixture) -> Vec<(i64, DateTime<Utc>)> {
         .unwrap()
 }
 
+#[derive(sqlx::FromRow)]
+struct Full {
+    title: String,
+    date_changed: DateTime<Utc>,
+    date_original: Option<DateTime<Utc>>,
+    source_shortnames: Vec<String>,
+    themes: Vec<String>,
+    languages: Vec<String>,
+    country_iso3: Vec<String>,
+    body: Option<String>,
+}
+
+#[derive(sqlx::FromRow)]
+struct Sparse {
+    url: Option<String>,
+    body: Option<String>,
+    origin: Option<String>,
+    themes: Vec<String>,
+    country_iso3: Vec<String>,
+    primary_country_iso3: String,
+}
+
 #[tokio::test]
 async fn reliefweb_walks_every_page_and_keeps_missing_fields_as_null() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
@@ -78,16 +100,7 @@ async fn reliefweb_walks_every_page_and_keeps_missing_fields_as_null() {
     );
 
     // A fully described report.
-    let row: (
-        String,
-        DateTime<Utc>,
-        Option<DateTime<Utc>>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Vec<String>,
-        Option<String>,
-    ) = sqlx::query_as(
+    let row: Full = sqlx::query_as(
         "SELECT title, date_changed, date_original, source_shortnames, themes, languages,
                 country_iso3, body
          FROM reliefweb_reports WHERE id = 4123456",
@@ -95,35 +108,32 @@ async fn reliefweb_walks_every_page_and_keeps_missing_fields_as_null() {
     .fetch_one(&fx.db)
     .await
     .unwrap();
-    assert!(row.0.starts_with("Venezuela: Humanitarian Response Plan"));
-    assert_eq!(row.1.to_rfc3339(), "2025-04-29T08:12:44+00:00");
-    assert_eq!(row.2.unwrap().to_rfc3339(), "2025-04-28T00:00:00+00:00");
-    assert_eq!(row.3, ["OCHA"]);
-    assert_eq!(row.4, ["Coordination", "Health"]);
-    assert_eq!(row.5, ["es"]);
-    assert_eq!(row.6, ["ven"]);
-    assert!(row.7.unwrap().contains("2.6 million"));
+    assert!(
+        row.title
+            .starts_with("Venezuela: Humanitarian Response Plan")
+    );
+    assert_eq!(row.date_changed.to_rfc3339(), "2025-04-29T08:12:44+00:00");
+    assert_eq!(
+        row.date_original.unwrap().to_rfc3339(),
+        "2025-04-28T00:00:00+00:00"
+    );
+    assert_eq!(row.source_shortnames, ["OCHA"]);
+    assert_eq!(row.themes, ["Coordination", "Health"]);
+    assert_eq!(row.languages, ["es"]);
+    assert_eq!(row.country_iso3, ["ven"]);
+    assert!(row.body.unwrap().contains("2.6 million"));
 
     // A sparse report: absent fields are NULL or empty lists, not invented values.
-    let sparse: (
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Vec<String>,
-        Vec<String>,
-        String,
-    ) = sqlx::query_as(
+    let sparse: Sparse = sqlx::query_as(
         "SELECT url, body, origin, themes, country_iso3, primary_country_iso3
          FROM reliefweb_reports WHERE id = 4123001",
     )
     .fetch_one(&fx.db)
     .await
     .unwrap();
-    assert_eq!(sparse.0, None);
-    assert_eq!(sparse.1, None);
-    assert_eq!(sparse.2, None);
-    assert!(sparse.3.is_empty() && sparse.4.is_empty());
-    assert_eq!(sparse.5, "ven");
+    assert_eq!((sparse.url, sparse.body, sparse.origin), (None, None, None));
+    assert!(sparse.themes.is_empty() && sparse.country_iso3.is_empty());
+    assert_eq!(sparse.primary_country_iso3, "ven");
     let no_original: Option<DateTime<Utc>> =
         sqlx::query_scalar("SELECT date_original FROM reliefweb_reports WHERE id = 4123600")
             .fetch_one(&fx.db)

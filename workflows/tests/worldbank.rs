@@ -40,6 +40,18 @@ async fn stamps(fx: &SourceFixture) -> Vec<(String, String, DateTime<Utc>)> {
     .unwrap()
 }
 
+#[derive(sqlx::FromRow)]
+struct Obs {
+    value: Option<String>,
+    year: i32,
+    frequency: String,
+    period_start: NaiveDate,
+    unit: Option<String>,
+    obs_status: Option<String>,
+    indicator_name: Option<String>,
+    country_name: Option<String>,
+}
+
 #[tokio::test]
 async fn worldbank_follows_every_page_of_every_indicator_and_keeps_null_values_as_null() {
     let quarterly = "DP.DOD.DECT.CR.GG.CD";
@@ -90,30 +102,28 @@ async fn worldbank_follows_every_page_of_every_indicator_and_keeps_null_values_a
     .await
     .unwrap();
     assert_eq!(nulls, ["2015", "2024"]);
-    let row: (
-        String,
-        i32,
-        String,
-        NaiveDate,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        String,
-    ) = sqlx::query_as(
-        "SELECT value::text, year, frequency, period_start, unit, obs_status,
-                    indicator_name, country_name
-             FROM worldbank_observations
-             WHERE indicator_id = 'NY.GDP.MKTP.CD' AND country_iso3 = 'VEN' AND period = '2014'",
+    let row: Obs = sqlx::query_as(
+        "SELECT value::text AS value, year, frequency, period_start, unit, obs_status,
+                indicator_name, country_name
+         FROM worldbank_observations
+         WHERE indicator_id = 'NY.GDP.MKTP.CD' AND country_iso3 = 'VEN' AND period = '2014'",
     )
     .fetch_one(&fx.db)
     .await
     .unwrap();
-    assert_eq!(row.0, "482359318767.703");
-    assert_eq!((row.1, row.2.as_str()), (2014, "A"));
-    assert_eq!(row.3, NaiveDate::from_ymd_opt(2014, 1, 1).unwrap());
-    assert_eq!((row.4, row.5), (None, None), "empty strings are NULL");
-    assert_eq!(row.6.as_deref(), Some("GDP (current US$)"));
-    assert_eq!(row.7, "Venezuela, RB");
+    assert_eq!(row.value.as_deref(), Some("482359318767.703"));
+    assert_eq!((row.year, row.frequency.as_str()), (2014, "A"));
+    assert_eq!(
+        row.period_start,
+        NaiveDate::from_ymd_opt(2014, 1, 1).unwrap()
+    );
+    assert_eq!(
+        (row.unit, row.obs_status),
+        (None, None),
+        "empty strings are NULL"
+    );
+    assert_eq!(row.indicator_name.as_deref(), Some("GDP (current US$)"));
+    assert_eq!(row.country_name.as_deref(), Some("Venezuela, RB"));
     let cpi: String = sqlx::query_scalar(
         "SELECT value::text FROM worldbank_observations
          WHERE indicator_id = 'FP.CPI.TOTL.ZG' AND period = '2014'",

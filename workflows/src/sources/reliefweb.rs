@@ -593,6 +593,14 @@ async fn summary(_: StepContext, summary: Summary) -> Result<Summary, StepError>
     Ok(summary)
 }
 
+/// The HTTP layer already retries a call a few times within seconds; a step retry is for an
+/// outage that outlasts those (and resumes from the cursor), so it waits longer.
+fn retry_policy() -> RetryPolicy {
+    RetryPolicy::attempts(4)
+        .initial_delay(Duration::from_secs(30))
+        .max_delay(Duration::from_secs(600))
+}
+
 /// Builds the workflow, scheduled daily at 06:00 UTC (`reliefweb-daily`); each run's window is
 /// its tick's data interval.
 ///
@@ -600,15 +608,7 @@ async fn summary(_: StepContext, summary: Summary) -> Result<Summary, StepError>
 /// Never in practice; the definition is validated like any other.
 pub fn workflow() -> Result<Workflow, Error> {
     let mut wf = Workflow::builder::<Window>("reliefweb", 1);
-    // The HTTP layer already retries a call a few times; a step retry is for an outage that
-    // outlasts those (and resumes from the cursor), so it waits longer.
-    wf.defaults(
-        StepOptions::default().retry(
-            RetryPolicy::attempts(4)
-                .initial_delay(Duration::from_secs(30))
-                .max_delay(Duration::from_secs(600)),
-        ),
-    );
+    wf.defaults(StepOptions::default().retry(retry_policy()));
     let input = wf.input();
     let plan = wf.step("plan", &input, plan);
     // A first run walks the whole history (tens of pages at ≤ 1 call/s): more than the
@@ -617,11 +617,7 @@ pub fn workflow() -> Result<Workflow, Error> {
         "pages",
         &plan,
         StepOptions::default()
-            .retry(
-                RetryPolicy::attempts(4)
-                    .initial_delay(Duration::from_secs(30))
-                    .max_delay(Duration::from_secs(600)),
-            )
+            .retry(retry_policy())
             .timeout(Duration::from_secs(3600)),
         pages,
     );
