@@ -22,6 +22,8 @@ pub fn registry() -> Result<Registry, Error> {
         .register(chain::workflow()?)?
         .register(sources::gdelt::workflow()?)?
         .register(sources::fred::workflow()?)?
-        .register(sources::comtrade::workflow()?)?;
+        .register(sources::comtrade::workflow()?)?
+        .register(sources::reliefweb::workflow()?)?
+        .register(sources::worldbank::workflow()?)?;
     Ok(registry)
 }

@@ -9,7 +9,9 @@
 pub mod comtrade;
 pub mod fred;
 pub mod gdelt;
+pub mod reliefweb;
 pub mod report;
+pub mod worldbank;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -185,7 +187,7 @@ pub struct SourceInfo {
 
 /// Every source of this deployment.
 pub fn all() -> Vec<SourceInfo> {
-    Vec::new()
+    vec![gdelt::INFO, reliefweb::INFO, fred::INFO, comtrade::INFO, worldbank::INFO]
 }
 
 /// Builds the [`Resources`] of the ingestion steps for a worker process.
@@ -205,6 +207,8 @@ fn validate_settings(config: &Config) -> anyhow::Result<()> {
     config.source::<gdelt::Settings>("gdelt")?;
     config.source::<fred::Settings>("fred")?;
     config.source::<comtrade::Settings>("comtrade")?;
+    config.source::<reliefweb::Settings>("reliefweb")?;
+    config.source::<worldbank::Settings>("worldbank")?;
     Ok(())
 }
 
