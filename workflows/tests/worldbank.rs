@@ -355,10 +355,13 @@ async fn worldbank_invalid_settings_fail_at_start_up_naming_the_key() {
         toml::from_str("indicators = [\"NY.GDP.MKTP.CD\", \"../etc\"]").unwrap(),
     );
     // Checked when the ingestion resources are built, before any connection is made.
-    let e = tributary_workflows::sources::Ingest::connect(std::sync::Arc::new(config))
-        .await
-        .unwrap_err()
-        .to_string();
+    let e = tributary_workflows::sources::Ingest::connect(
+        std::sync::Arc::new(config),
+        tributary::ratelimit::RateLimiter::local_only(Default::default()),
+    )
+    .await
+    .unwrap_err()
+    .to_string();
     assert!(
         e.contains("sources.worldbank") && e.contains("not an indicator id"),
         "{e}"

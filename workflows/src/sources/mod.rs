@@ -187,7 +187,13 @@ pub struct SourceInfo {
 
 /// Every source of this deployment.
 pub fn all() -> Vec<SourceInfo> {
-    vec![gdelt::INFO, reliefweb::INFO, fred::INFO, comtrade::INFO, worldbank::INFO]
+    vec![
+        gdelt::INFO,
+        reliefweb::INFO,
+        fred::INFO,
+        comtrade::INFO,
+        worldbank::INFO,
+    ]
 }
 
 /// Builds the [`Resources`] of the ingestion steps for a worker process.
