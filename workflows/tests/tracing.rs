@@ -400,3 +400,161 @@ async fn spans_reach_a_real_collector_over_otlp_http() {
     );
     collector.kill().await.unwrap();
 }
+
+/// Every string in a span: its name, attribute values, events and their attributes.
+fn span_text(span: &Span) -> String {
+    let values = |attrs: &[opentelemetry_proto::tonic::common::v1::KeyValue]| {
+        attrs
+            .iter()
+            .map(|a| format!("{}={:?}", a.key, a.value))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut text = format!("{} {}", span.name, values(&span.attributes));
+    for event in &span.events {
+        text.push_str(&format!(" {} {}", event.name, values(&event.attributes)));
+    }
+    if let Some(status) = &span.status {
+        text.push_str(&format!(" {}", status.message));
+    }
+    text
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn http_calls_are_child_spans_and_no_secret_reaches_logs_spans_or_checkpoints() {
+    use wiremock::matchers::{method, path};
+    use wiremock::{Mock, MockServer, ResponseTemplate};
+
+    const CANARY: &str = "canary0secret0value0must0never0leak";
+    let env = TestEnv::start().await;
+    let (receiver, port) = Receiver::start().await;
+    let mock = MockServer::start().await;
+    // The first call fails with a 500 (retried inside the step), the second succeeds.
+    Mock::given(method("GET"))
+        .and(path("/fred/series/observations"))
+        .respond_with(ResponseTemplate::new(500).set_body_string("Internal Server Error"))
+        .up_to_n_times(1)
+        .mount(&mock)
+        .await;
+    let page = serde_json::json!({
+        "realtime_start": "2025-03-04", "realtime_end": "2025-03-04",
+        "observation_start": "2025-03-03", "observation_end": "9999-12-31",
+        "units": "lin", "output_type": 1, "file_type": "json",
+        "order_by": "observation_date", "sort_order": "asc",
+        "count": 1, "offset": 0, "limit": 100000,
+        "observations": [{"realtime_start": "2025-03-04", "realtime_end": "2025-03-04",
+                          "date": "2025-03-03", "value": "68.2"}]
+    });
+    Mock::given(method("GET"))
+        .and(path("/fred/series/observations"))
+        .respond_with(ResponseTemplate::new(200).set_body_json(page))
+        .mount(&mock)
+        .await;
+    let mut vars = otel_env(port);
+    vars.extend([
+        (
+            "TRIBUTARY_SOURCES_FRED_BASE_URL",
+            format!("{}/fred", mock.uri()),
+        ),
+        ("TRIBUTARY_SOURCES_FRED_SERIES", "[\"DCOILWTICO\"]".into()),
+        ("TRIBUTARY_SECRET_FRED_API_KEY", CANARY.into()),
+        // Everything the engine and its libraries log, to look for the value in it.
+        ("RUST_LOG", "debug".into()),
+    ]);
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut worker = env.spawn_worker(BIN.as_ref(), &extra);
+    let input = r#"{"start": "2025-03-01T00:00:00Z", "end": "2025-03-04T00:00:00Z"}"#;
+    let out = cli(
+        &env,
+        &[
+            "start",
+            "fred",
+            "--input",
+            input,
+            "--wait",
+            "--timeout",
+            "60s",
+        ],
+        &vars,
+    );
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        eventually(WAIT, || async {
+            receiver
+                .spans()
+                .iter()
+                .any(|s| s.name == "http.client.request")
+                && receiver.has_run_with_steps(3)
+        })
+        .await
+    );
+    worker.signal("TERM").await;
+    worker.wait(Duration::from_secs(30)).await;
+
+    // The HTTP call is a child of the step attempt that made it, in the run's trace, with the
+    // URL (key masked), the final status and the number of resends.
+    let spans = receiver.spans();
+    let http = spans
+        .iter()
+        .find(|s| s.name == "http.client.request")
+        .unwrap();
+    let parent = spans
+        .iter()
+        .find(|s| s.span_id == http.parent_span_id)
+        .expect("the HTTP span's parent was exported");
+    assert_eq!(parent.name, attr::STEP_SPAN);
+    assert_eq!(parent.trace_id, http.trace_id);
+    assert!(attribute(parent, attr::STEP).unwrap().starts_with("fetch"));
+    let url = attribute(http, "url.full").unwrap();
+    assert!(
+        url.contains("api_key=***") && url.contains("series_id=DCOILWTICO"),
+        "{url}"
+    );
+    assert_eq!(
+        attribute(http, "http.response.status_code").as_deref(),
+        Some("200")
+    );
+    assert_eq!(
+        attribute(http, "http.request.resend_count").as_deref(),
+        Some("1")
+    );
+
+    // The canary is nowhere: not in any exported span, not in the worker's or the CLI's
+    // output, not in any row the engine or the source wrote.
+    for span in &spans {
+        let text = span_text(span);
+        assert!(
+            !text.contains(CANARY),
+            "span {} leaks the secret: {text}",
+            span.name
+        );
+    }
+    let logs = worker.logs().join("\n");
+    assert!(
+        logs.contains("http.client.request") || logs.contains("DEBUG"),
+        "debug logs were captured"
+    );
+    assert!(!logs.contains(CANARY), "the worker's logs leak the secret");
+    for stream in [&out.stdout, &out.stderr] {
+        assert!(!String::from_utf8_lossy(stream).contains(CANARY));
+    }
+    let pool = sqlx::PgPool::connect(&env.postgres.url()).await.unwrap();
+    for table in [
+        "tributary_runs",
+        "tributary_steps",
+        "tributary_events",
+        "ingest_cursors",
+        "fred_observations",
+    ] {
+        let sql = format!("SELECT coalesce(string_agg(t::text, ' '), '') FROM {table} t");
+        let text: String = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+            .fetch_one(&pool)
+            .await
+            .unwrap();
+        assert!(
+            !text.is_empty(),
+            "{table} is empty: the run wrote nothing to look through"
+        );
+        assert!(!text.contains(CANARY), "{table} holds the secret");
+    }
+}
