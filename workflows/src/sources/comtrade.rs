@@ -43,6 +43,7 @@ use std::time::Duration;
 use chrono::{DateTime, Datelike, NaiveDate, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Number, Value};
+use tributary::http;
 use tributary::workflow::{
     Error, RetryPolicy, ScheduleSpec, StepContext, StepError, StepOptions, Workflow,
 };
@@ -363,10 +364,7 @@ async fn fetch(ctx: StepContext, plan: PeriodPlan) -> Result<PeriodBatch, StepEr
     if let Some(p) = &partner {
         query.push(("partnerCode", p.as_str()));
     }
-    let envelope: Envelope = ing
-        .get_json(SOURCE, &url, &query)
-        .await
-        .map_err(|e| classify(mask(e, key.expose())))?;
+    let envelope: Envelope = ing.get_json(SOURCE, &url, &query).await.map_err(classify)?;
     let label = plan.query.label();
     if let Some(error) = envelope.error.filter(|e| !e.trim().is_empty()) {
         let message = format!(
@@ -747,19 +745,29 @@ fn parse_flow(record: &str, raw: &Value) -> Result<Flow, ParseError> {
 /// `Retry-After`, but APIM may only say it in the body; 403 "Out of call volume quota. Quota
 /// will be replenished in HH:MM:SS." — a spent daily quota is a wait, not a failure (the HTTP
 /// layer calls any 403 fatal).
-fn classify(error: StepError) -> StepError {
-    let message = error.message();
-    if message.contains("HTTP 429")
-        && error.retry_after().is_none()
-        && let Some(after) = try_again_in(message)
-    {
-        return StepError::retryable_after(message, after);
+fn classify(error: http::Error) -> StepError {
+    match &error {
+        http::Error::Status {
+            status: 429,
+            message,
+            retry_after: None,
+            ..
+        } => {
+            if let Some(after) = try_again_in(message) {
+                return StepError::retryable_after(error.to_string(), after);
+            }
+        }
+        http::Error::Status {
+            status: 403,
+            message,
+            ..
+        } if message.contains("quota") => {
+            let after = replenished_in(message).unwrap_or(QUOTA_FALLBACK);
+            return StepError::retryable_after(error.to_string(), after);
+        }
+        _ => {}
     }
-    if message.contains("HTTP 403") && message.contains("quota") {
-        let after = replenished_in(message).unwrap_or(QUOTA_FALLBACK);
-        return StepError::retryable_after(message, after);
-    }
-    error
+    error.into()
 }
 
 /// N from "Try again in N seconds".
@@ -784,20 +792,6 @@ fn replenished_in(message: &str) -> Option<Duration> {
     match parts.as_slice() {
         [h, m, s] => Some(Duration::from_secs(h * 3600 + m * 60 + s)),
         _ => None,
-    }
-}
-
-/// The error with every occurrence of the key masked: the HTTP layer masks the URL, but an
-/// API's own message could quote the value it rejected.
-fn mask(error: StepError, key: &str) -> StepError {
-    if key.is_empty() || !error.message().contains(key) {
-        return error;
-    }
-    let message = error.message().replace(key, "***");
-    match (error.is_retryable(), error.retry_after()) {
-        (true, Some(after)) => StepError::retryable_after(message, after),
-        (true, None) => StepError::retryable(message),
-        (false, _) => StepError::fatal(message),
     }
 }
 
@@ -867,12 +861,24 @@ mod tests {
             replenished_in("Out of call volume quota. Quota will be replenished in 03:14:17."),
             Some(Duration::from_secs(3 * 3600 + 14 * 60 + 17))
         );
-        let e = classify(StepError::fatal(
-            "GET x: HTTP 403: Out of call volume quota. Quota will be replenished in 00:00:05.",
+        let status = |status: u16, message: &str| http::Error::Status {
+            url: "x".into(),
+            status,
+            message: message.into(),
+            retry_after: None,
+        };
+        let e = classify(status(
+            403,
+            "Out of call volume quota. Quota will be replenished in 00:00:05.",
         ));
         assert!(e.is_retryable());
         assert_eq!(e.retry_after(), Some(Duration::from_secs(5)));
-        let e = classify(StepError::fatal("GET x: HTTP 401: Access denied"));
+        let e = classify(status(
+            429,
+            "Rate limit is exceeded. Try again in 2 seconds.",
+        ));
+        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
+        let e = classify(status(401, "Access denied"));
         assert!(!e.is_retryable());
     }
 

@@ -25,7 +25,7 @@
 //! (DCOILWTICO 2020-04-20 is -36.98); paging with `limit`/`offset` until `count`; error
 //! bodies may be labelled `text/xml` (the HTTP layer reads them by status, not type). A bad
 //! key is a 400 with FRED's message; the key travels as the `api_key` query parameter, which
-//! the HTTP layer masks, and any error text that would still contain it is masked here.
+//! the HTTP layer masks, and any error text that would still contain it is scrubbed by `Ingest`.
 
 use std::collections::BTreeMap;
 use std::num::NonZeroU32;
@@ -212,10 +212,7 @@ async fn fetch(ctx: StepContext, plan: SeriesPlan) -> Result<SeriesBatch, StepEr
         if let Some(end) = &end {
             query.push(("observation_end", end.as_str()));
         }
-        let page: Page = ing
-            .get_json(SOURCE, &url, &query)
-            .await
-            .map_err(|e| mask(e, key.expose()))?;
+        let page: Page = ing.get_json(SOURCE, &url, &query).await?;
         let received = page.observations.len() as u64;
         for (i, raw) in page.observations.iter().enumerate() {
             let observation = parse_observation(&plan.series_id, offset + i as u64, raw)?;
@@ -362,20 +359,6 @@ fn is_decimal(s: &str) -> bool {
         && s.parse::<f64>().is_ok_and(f64::is_finite)
 }
 
-/// The error with every occurrence of the key masked: the HTTP layer masks the URL, but an
-/// API's own message could quote the value it rejected.
-fn mask(error: StepError, key: &str) -> StepError {
-    if key.is_empty() || !error.message().contains(key) {
-        return error;
-    }
-    let message = error.message().replace(key, "***");
-    match (error.is_retryable(), error.retry_after()) {
-        (true, Some(after)) => StepError::retryable_after(message, after),
-        (true, None) => StepError::retryable(message),
-        (false, _) => StepError::fatal(message),
-    }
-}
-
 /// Builds the workflow, scheduled daily at 23:00 UTC (`fred-daily`): FRED publishes the
 /// day's updates in the US afternoon (`last_updated` around 15:30 US Central).
 ///
@@ -435,17 +418,5 @@ mod tests {
             e.contains("observations[3]") && e.contains("field date"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn an_echoed_key_is_masked_and_the_kind_kept() {
-        let e = mask(StepError::fatal("bad key abc123 given"), "abc123");
-        assert_eq!(e.message(), "bad key *** given");
-        assert!(!e.is_retryable());
-        let e = mask(
-            StepError::retryable_after("slow down abc123", Duration::from_secs(2)),
-            "abc123",
-        );
-        assert_eq!(e.retry_after(), Some(Duration::from_secs(2)));
     }
 }

@@ -70,8 +70,9 @@ use std::time::Duration;
 use chrono::{DateTime, NaiveDate, NaiveDateTime, TimeDelta, Utc};
 use serde::{Deserialize, Serialize};
 use sqlx::{PgConnection, Postgres, QueryBuilder};
+use tributary::http;
 use tributary::workflow::{
-    Error, RetryPolicy, ScheduleSpec, StepContext, StepError, StepOptions, Workflow,
+    Classify, Error, RetryPolicy, ScheduleSpec, StepContext, StepError, StepOptions, Workflow,
 };
 
 use super::{Ingest, ParseError, SourceInfo, Window, advance_cursor, cursor, db_error};
@@ -657,10 +658,9 @@ fn backoff(settings: &Settings, attempt: u32) -> Duration {
     settings.retry_delay.saturating_mul(1 << doublings)
 }
 
-/// Whether the HTTP layer's error is a 404 (its message is `GET <url>: HTTP 404: …`). The
-/// status is only in the message: `Ingest::get_bytes` hands back a [`StepError`].
-fn is_not_found(error: &StepError) -> bool {
-    error.message().contains(": HTTP 404:")
+/// Whether the HTTP layer's error is a 404: the batch is not (yet) published.
+fn is_not_found(error: &http::Error) -> bool {
+    matches!(error, http::Error::Status { status: 404, .. })
 }
 
 /// Step `load[i]`: one batch, downloaded, parsed, filtered and upserted in one transaction.
@@ -678,28 +678,25 @@ pub async fn load(ctx: StepContext, batch: Batch) -> Result<BatchOutcome, StepEr
         Err(e) if is_not_found(&e) && attempt < LOAD_ATTEMPTS => {
             return Err(StepError::retryable_after(
                 format!(
-                    "batch {name} is not published (yet): {}; attempt {attempt} of {LOAD_ATTEMPTS}",
-                    e.message()
+                    "batch {name} is not published (yet): {e}; attempt {attempt} of {LOAD_ATTEMPTS}"
                 ),
                 backoff(&settings, attempt),
             ));
         }
         Err(e) if is_not_found(&e) => {
-            let reason = format!(
-                "still missing after {LOAD_ATTEMPTS} attempts: {}",
-                e.message()
-            );
+            let reason = format!("still missing after {LOAD_ATTEMPTS} attempts: {e}");
             tracing::warn!(batch = %name, %reason, "gdelt batch recorded as skipped");
             return record_skipped(&ctx, &ing, &batch, reason).await;
         }
         Err(e) if e.is_retryable() => {
-            let wait = backoff(&settings, attempt).max(e.retry_after().unwrap_or_default());
+            let wait =
+                backoff(&settings, attempt).max(Classify::retry_after(&e).unwrap_or_default());
             return Err(StepError::retryable_after(
-                format!("batch {name}: {}", e.message()),
+                format!("batch {name}: {e}"),
                 wait,
             ));
         }
-        Err(e) => return Err(e),
+        Err(e) => return Err(e.into()),
     };
     let filter = Filter {
         actor: settings.actor_country.clone(),

@@ -14,7 +14,7 @@ pub mod report;
 pub mod worldbank;
 
 use std::collections::HashMap;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use chrono::{DateTime, Utc};
 use serde::de::DeserializeOwned;
@@ -22,7 +22,7 @@ use serde::{Deserialize, Serialize};
 use sqlx::PgConnection;
 use sqlx::postgres::{PgPool, PgPoolOptions};
 use tributary::config::Config;
-use tributary::http::{HttpClient, HttpConfig};
+use tributary::http::{self, HttpClient, HttpConfig};
 use tributary::ratelimit::{Quota, RateLimitConfig, RateLimiter};
 use tributary::runtime::Engine;
 use tributary::secrets::{Secret, Secrets};
@@ -36,6 +36,8 @@ pub struct Ingest {
     /// One client per API, each observing the API's rate limit.
     clients: HashMap<&'static str, HttpClient>,
     secrets: Secrets,
+    /// The secret values handed out, to scrub from any API message that echoes one.
+    handed_out: Mutex<Vec<String>>,
     config: Arc<Config>,
 }
 
@@ -109,13 +111,14 @@ impl Ingest {
             db,
             clients,
             secrets,
+            handed_out: Mutex::default(),
             config,
         })
     }
 
-    fn client(&self, api: &str) -> Result<&HttpClient, StepError> {
+    fn client(&self, api: &str) -> Result<&HttpClient, http::Error> {
         self.clients.get(api).ok_or_else(|| {
-            StepError::fatal(format!(
+            http::Error::Build(format!(
                 "no API named {api:?} (known: {})",
                 DEFAULT_LIMITS
                     .iter()
@@ -143,20 +146,68 @@ impl Ingest {
     /// A missing secret is fatal and names the id and where it was looked for; a transient
     /// Secret Manager failure is retryable.
     pub async fn secret(&self, id: &str) -> Result<Secret, StepError> {
-        Ok(self.secrets.get(id).await?)
+        let secret = self.secrets.get(id).await?;
+        let mut handed_out = self.handed_out.lock().expect("secrets lock");
+        if !handed_out.iter().any(|v| v == secret.expose()) {
+            handed_out.push(secret.expose().to_owned());
+        }
+        Ok(secret)
+    }
+
+    /// The error with every secret value this process handed out replaced by `***`: the HTTP
+    /// layer masks credentials in URLs, but an API's own message may quote the key it rejected.
+    fn scrub(&self, error: http::Error) -> http::Error {
+        let handed_out = self.handed_out.lock().expect("secrets lock");
+        let clean = |text: String| {
+            handed_out
+                .iter()
+                .filter(|v| !v.is_empty())
+                .fold(text, |t, v| t.replace(v.as_str(), "***"))
+        };
+        match error {
+            http::Error::Status {
+                url,
+                status,
+                message,
+                retry_after,
+            } => http::Error::Status {
+                url,
+                status,
+                message: clean(message),
+                retry_after,
+            },
+            http::Error::NotJson {
+                url,
+                content_type,
+                snippet,
+            } => http::Error::NotJson {
+                url,
+                content_type,
+                snippet: clean(snippet),
+            },
+            http::Error::Decode { url, problem } => http::Error::Decode {
+                url,
+                problem: clean(problem),
+            },
+            other => other,
+        }
     }
 
     /// GETs JSON from `api`, within its rate limit, retrying what is worth retrying.
     ///
     /// # Errors
-    /// The HTTP layer's error: retryable or fatal as it classifies it.
+    /// The HTTP layer's error (match on its status where it matters; `?` in a step makes it
+    /// retryable or fatal as the layer classifies it), secrets scrubbed from its text.
     pub async fn get_json<T: DeserializeOwned>(
         &self,
         api: &str,
         url: &str,
         query: &[(&str, &str)],
-    ) -> Result<T, StepError> {
-        Ok(self.client(api)?.get_json(url, query).await?)
+    ) -> Result<T, http::Error> {
+        self.client(api)?
+            .get_json(url, query)
+            .await
+            .map_err(|e| self.scrub(e))
     }
 
     /// GETs a body (a file, a listing) from `api`, within its rate limit. Returns the body
@@ -169,8 +220,11 @@ impl Ingest {
         api: &str,
         url: &str,
         query: &[(&str, &str)],
-    ) -> Result<(Vec<u8>, String), StepError> {
-        Ok(self.client(api)?.get_bytes(url, query).await?)
+    ) -> Result<(Vec<u8>, String), http::Error> {
+        self.client(api)?
+            .get_bytes(url, query)
+            .await
+            .map_err(|e| self.scrub(e))
     }
 }
 
