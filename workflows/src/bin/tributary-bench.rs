@@ -250,6 +250,8 @@ async fn telemetry_overhead(env: &mut Env) -> Result<()> {
     let sink = OtlpSink::start().await?;
     let n = env.opts.drain_runs;
     let off: Vec<(String, String)> = vec![("OTEL_SDK_DISABLED".into(), "true".into())];
+    // The default: no OTLP endpoint, so no spans; metrics recorded for /metrics (not scraped).
+    let default: Vec<(String, String)> = Vec::new();
     let on: Vec<(String, String)> = [
         (
             "OTEL_EXPORTER_OTLP_ENDPOINT",
@@ -270,6 +272,13 @@ async fn telemetry_overhead(env: &mut Env) -> Result<()> {
         ),
         ("  worker CPU per run, telemetry off".into(), "us"),
     ]);
+    let default_ids = rows.add(&[
+        (
+            format!("drain {n} hello, 1 worker, defaults (metrics, no export)"),
+            "runs/s",
+        ),
+        ("  worker CPU per run, defaults".into(), "us"),
+    ]);
     let on_ids = rows.add(&[
         (
             format!("drain {n} hello, 1 worker, spans + metrics over OTLP"),
@@ -277,12 +286,16 @@ async fn telemetry_overhead(env: &mut Env) -> Result<()> {
         ),
         ("  worker CPU per run, export on".into(), "us"),
     ]);
-    let mut medians: [Vec<[f64; 2]>; 2] = [Vec::new(), Vec::new()];
+    let mut medians: [Vec<[f64; 2]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
     for rep in 1..=env.opts.repeat {
-        for (mode, vars, ids) in [(0, &off, &off_ids), (1, &on, &on_ids)] {
+        for (mode, vars, ids) in [
+            (0, &off, &off_ids),
+            (1, &on, &on_ids),
+            (2, &default, &default_ids),
+        ] {
             println!(
                 "\n== drain {n} hello, 1 worker, telemetry {} (run {rep}) ==",
-                if mode == 0 { "off" } else { "exported" }
+                ["off", "exported", "default"][mode]
             );
             env.worker_env = vars.clone();
             let result = drain_rep(env, 1).await;
@@ -303,22 +316,24 @@ async fn telemetry_overhead(env: &mut Env) -> Result<()> {
     println!("{header}");
     println!("  load average now (1, 5, 15 min): {}", load_average());
     println!("{}", rows.table(env.opts.repeat));
-    if let (Some(r0), Some(r1), Some(c0), Some(c1)) = (
-        median(&medians[0], 0),
-        median(&medians[1], 0),
-        median(&medians[0], 1),
-        median(&medians[1], 1),
-    ) {
-        println!(
-            "export on vs off (medians): throughput {:+.1}% ({} -> {} runs/s), worker CPU per \
-             run {:+.1}% ({} -> {} us)",
-            (r1 - r0) * 100.0 / r0,
-            num(r0),
-            num(r1),
-            (c1 - c0) * 100.0 / c0,
-            num(c0),
-            num(c1)
-        );
+    for (mode, what) in [(1, "export on"), (2, "defaults")] {
+        if let (Some(r0), Some(r1), Some(c0), Some(c1)) = (
+            median(&medians[0], 0),
+            median(&medians[mode], 0),
+            median(&medians[0], 1),
+            median(&medians[mode], 1),
+        ) {
+            println!(
+                "{what} vs off (medians): throughput {:+.1}% ({} -> {} runs/s), worker CPU per \
+                 run {:+.1}% ({} -> {} us)",
+                (r1 - r0) * 100.0 / r0,
+                num(r0),
+                num(r1),
+                (c1 - c0) * 100.0 / c0,
+                num(c0),
+                num(c1)
+            );
+        }
     }
     println!(
         "the OTLP sink received {} export requests ({} KiB)",
