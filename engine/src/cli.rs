@@ -524,6 +524,12 @@ async fn serve(engine: Engine) -> anyhow::Result<()> {
         }
         signal.cancel();
     });
+    // Up until the worker has drained, so the last scrapes see the shutdown.
+    let endpoint = CancellationToken::new();
+    let _endpoint_stops = endpoint.clone().drop_guard();
+    if let Some(addr) = engine.config().metrics.listen {
+        crate::telemetry::endpoint::serve(addr, endpoint.clone()).await?;
+    }
     engine.run_worker(shutdown).await?;
     Ok(())
 }

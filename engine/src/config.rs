@@ -75,6 +75,35 @@ pub struct Config {
     pub sources: std::collections::BTreeMap<String, toml::Table>,
     /// Where secrets come from (`[secrets]`): GCP Secret Manager or the env/file fallback.
     pub secrets: crate::secrets::SecretsConfig,
+    /// The `/metrics` (Prometheus) and `/healthz` endpoint of worker processes.
+    pub metrics: MetricsConfig,
+}
+
+/// Where worker processes (`tributary worker`, `tributary dev`) serve `/metrics` and `/healthz`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, PartialEq)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
+pub struct MetricsConfig {
+    /// Address to listen on, e.g. `127.0.0.1:9464` or `0.0.0.0:9464`; `none` (or empty)
+    /// serves nothing. Default: none, because several workers often share a host and a fixed
+    /// default port would stop the second one from starting.
+    #[serde(deserialize_with = "listen_address")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+fn listen_address<'de, D: serde::Deserializer<'de>>(
+    d: D,
+) -> Result<Option<std::net::SocketAddr>, D::Error> {
+    listen(&String::deserialize(d)?).map_err(serde::de::Error::custom)
+}
+
+fn listen(v: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    match v.trim() {
+        "" | "none" => Ok(None),
+        a => a
+            .parse()
+            .map(Some)
+            .map_err(|e| format!("{e}: expected an address such as 127.0.0.1:9464, or none")),
+    }
 }
 
 /// Changes to one declared schedule. Unset fields keep the declared value.
@@ -151,6 +180,7 @@ impl Default for Config {
             schedules: Default::default(),
             sources: Default::default(),
             secrets: Default::default(),
+            metrics: MetricsConfig::default(),
         }
     }
 }
@@ -218,6 +248,7 @@ const ENV_VARS: &[&str] = &[
     "TRIBUTARY_SECRETS_CACHE_TTL",
     "TRIBUTARY_SECRETS_DIR",
     "TRIBUTARY_SECRETS_ENDPOINT",
+    "TRIBUTARY_METRICS_LISTEN",
 ];
 
 /// Sets the field that environment variable `var` names.
@@ -253,6 +284,7 @@ fn set_from_env(c: &mut Config, var: &str, v: &str) -> Result<(), String> {
         "TRIBUTARY_SECRETS_CACHE_TTL" => c.secrets.cache_ttl = duration(v)?,
         "TRIBUTARY_SECRETS_DIR" => c.secrets.dir = Some(v.into()),
         "TRIBUTARY_SECRETS_ENDPOINT" => c.secrets.endpoint = Some(v.to_owned()),
+        "TRIBUTARY_METRICS_LISTEN" => c.metrics.listen = listen(v)?,
         other => return Err(format!("{other} is not a configuration variable")),
     }
     Ok(())
@@ -485,5 +517,23 @@ mod tests {
         let e = Config::load_from(Some(&file), env(&[])).unwrap_err();
         assert!(e.to_string().contains("concurency"), "{e}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn the_metrics_endpoint_is_off_by_default_and_set_by_file_or_environment() {
+        assert_eq!(Config::default().metrics.listen, None);
+        let c = Config::load_from(None, env(&[("TRIBUTARY_METRICS_LISTEN", "127.0.0.1:9464")]));
+        assert_eq!(
+            c.unwrap().metrics.listen,
+            Some("127.0.0.1:9464".parse().unwrap())
+        );
+        let c = Config::load_from(None, env(&[("TRIBUTARY_METRICS_LISTEN", "none")]));
+        assert_eq!(c.unwrap().metrics.listen, None);
+        let e = Config::load_from(None, env(&[("TRIBUTARY_METRICS_LISTEN", "9464")])).unwrap_err();
+        assert!(e.to_string().contains("TRIBUTARY_METRICS_LISTEN"), "{e}");
+        let parsed: Config = toml::from_str("[metrics]\nlisten = \"0.0.0.0:9100\"\n").unwrap();
+        assert_eq!(parsed.metrics.listen, Some("0.0.0.0:9100".parse().unwrap()));
+        let parsed: Config = toml::from_str("[metrics]\nlisten = \"none\"\n").unwrap();
+        assert_eq!(parsed.metrics.listen, None);
     }
 }

@@ -633,11 +633,11 @@ fn until_next_utc_midnight(now: DateTime<Utc>) -> Duration {
         .unwrap_or(Duration::from_secs(24 * 3600))
 }
 
-/// Reports how long one granted [`RateLimiter::acquire`] waited (zero included, so that a
-/// histogram shows the share of calls that waited at all).
-// metrics: wired by the telemetry module
-pub(crate) fn record_wait(api: &str, waited: Duration) {
-    let _ = (api, waited);
+/// Reports how long one granted [`RateLimiter::acquire`] waited to the metrics
+/// (`tributary_rate_limit_waits_total`, `tributary_rate_limit_waited_seconds_total`; a call
+/// that did not wait is not a wait).
+fn record_wait(api: &str, waited: Duration) {
+    crate::telemetry::metrics::rate_limit_wait(api, waited);
 }
 
 #[cfg(test)]

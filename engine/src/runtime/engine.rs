@@ -200,6 +200,16 @@ impl Engine {
         &self,
         runs: &[(String, Value, StartOptions)],
     ) -> Result<Vec<RunId>, Error> {
+        let started = self.start_runs(runs).await?;
+        Ok(started.into_iter().map(|s| s.run_id).collect())
+    }
+
+    /// [`Engine::start_batch`], saying for each run whether it was created or an idempotency
+    /// key named an existing one.
+    pub(crate) async fn start_runs(
+        &self,
+        runs: &[(String, Value, StartOptions)],
+    ) -> Result<Vec<crate::store::StartedRun>, Error> {
         let mut new = Vec::with_capacity(runs.len());
         for (name, input, options) in runs {
             let wf: &Arc<Workflow> = self.registry.get(name)?;
@@ -247,7 +257,7 @@ impl Engine {
                 .flat_map(|s| s.dispatch.iter().cloned())
                 .collect();
             self.hand_off(&dispatch).await;
-            Ok::<_, Error>(started.into_iter().map(|s| s.run_id).collect())
+            Ok::<_, Error>(started)
         };
         io.instrument(tracing::Span::none()).await
     }

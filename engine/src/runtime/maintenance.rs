@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use super::engine::Engine;
 use super::worker::{Worker, dead_letter, publish};
 use crate::store::{Dispatch, Failure};
+use crate::telemetry::metrics::{self, DeadLetter};
 use crate::workflow::StepRef;
 
 /// Due rows are pushed this far ahead while a poller publishes them; if the poller dies, they
@@ -18,12 +19,34 @@ use crate::workflow::StepRef;
 const DUE_LEASE: Duration = Duration::from_secs(30);
 /// Steps taken per poll, and re-published per page during a rebuild.
 const BATCH: i64 = 500;
+/// How often the stream gauges are refreshed (two cheap commands: XLEN, XPENDING summary).
+const DEPTH_POLL: Duration = Duration::from_secs(5);
 
 pub(crate) fn spawn_all(worker: Arc<Worker>, stop: CancellationToken, set: &mut JoinSet<()>) {
     set.spawn(due_poller(worker.clone(), stop.clone()));
     set.spawn(reclaimer(worker.clone(), stop.clone()));
     set.spawn(watchdog(worker.clone(), stop.clone()));
+    set.spawn(depth_poller(worker.clone(), stop.clone()));
     set.spawn(housekeeping(worker, stop));
+}
+
+/// Feeds the stream gauges (`tributary.stream.length`, `tributary.stream.pending`) of the
+/// step stream, at once and then every [`DEPTH_POLL`]; only when metrics are recorded.
+async fn depth_poller(worker: Arc<Worker>, stop: CancellationToken) {
+    if !metrics::enabled() {
+        return;
+    }
+    let transport = &worker.engine.transport;
+    let mut period = Duration::ZERO;
+    while tick(&stop, period).await {
+        period = DEPTH_POLL;
+        match transport.depth().await {
+            Ok((length, pending)) => {
+                metrics::record_stream_depth(&transport.keys().steps, length, Some(pending))
+            }
+            Err(e) => tracing::debug!(error = %e, "polling the stream depth failed"),
+        }
+    }
 }
 
 /// Sleeps for `period`, or returns `false` when stopped.
@@ -76,11 +99,18 @@ async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
                 continue;
             }
         };
+        metrics::entries_reclaimed(entries.len() as u64);
         for entry in entries {
             let msg = match entry.message() {
                 Ok(m) => m,
                 Err(malformed) => {
-                    dead_letter(&worker, &entry, &malformed.to_string()).await;
+                    dead_letter(
+                        &worker,
+                        &entry,
+                        DeadLetter::Malformed,
+                        &malformed.to_string(),
+                    )
+                    .await;
                     continue;
                 }
             };
@@ -95,8 +125,13 @@ async fn reclaimer(worker: Arc<Worker>, stop: CancellationToken) {
                     let index = match wf.resolve(&msg.step) {
                         Some(StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i)) => i,
                         None => {
-                            dead_letter(&worker, &entry, "reclaimed entry names an unknown step")
-                                .await;
+                            dead_letter(
+                                &worker,
+                                &entry,
+                                DeadLetter::UnknownStep,
+                                "reclaimed entry names an unknown step",
+                            )
+                            .await;
                             continue;
                         }
                     };

@@ -12,6 +12,7 @@ use tracing::Instrument;
 
 use super::engine::{Engine, Error, StartOptions};
 use crate::config::Config;
+use crate::telemetry::metrics::{self, TickOutcome};
 use crate::workflow::{self, Registry, Schedule, ScheduleSpec};
 
 /// A schedule as this deployment runs it: declared in code, overridden by configuration.
@@ -90,6 +91,7 @@ pub(crate) async fn run(engine: Engine, schedules: Arc<Vec<Scheduled>>, stop: Ca
         for s in schedules.iter() {
             if let Err(e) = fire_due(&engine, s, now).await {
                 tracing::warn!(schedule = %s.schedule.spec().name, error = %e, "firing a schedule failed; will retry");
+                metrics::scheduler_tick(&s.schedule.spec().name, TickOutcome::Failed);
             }
         }
         let next = schedules
@@ -121,6 +123,7 @@ async fn fire_due(engine: &Engine, s: &Scheduled, now: DateTime<Utc>) -> Result<
     let (due, skipped) = s.schedule.due(last, now);
     if skipped > 0 {
         tracing::warn!(schedule = %name, skipped, "missed ticks beyond the catch-up limit are skipped");
+        metrics::scheduler_ticks(name, TickOutcome::Skipped, skipped as u64);
     }
     for tick in due {
         let t = s.schedule.tick(tick);
@@ -135,10 +138,17 @@ async fn fire_due(engine: &Engine, s: &Scheduled, now: DateTime<Utc>) -> Result<
         let options = StartOptions {
             idempotency_key: Some(tick_key(name, tick)),
         };
-        let run = engine
-            .start(&s.workflow, input, options)
+        let started = engine
+            .start_runs(&[(s.workflow.clone(), input, options)])
             .instrument(span)
             .await?;
+        let run = started[0].run_id;
+        let outcome = if started[0].created {
+            TickOutcome::Started
+        } else {
+            TickOutcome::Duplicate
+        };
+        metrics::scheduler_tick(name, outcome);
         engine.store.advance_schedule(name, tick, Some(run)).await?;
         tracing::info!(schedule = %name, %tick, run = %run, "schedule fired");
     }

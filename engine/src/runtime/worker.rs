@@ -21,6 +21,7 @@ use tracing::Instrument;
 use super::engine::{Engine, Error};
 use crate::ids::RunId;
 use crate::store::{Completed, Dispatch, Failure, Loaded, RunStatus};
+use crate::telemetry::metrics::{self, DeadLetter, Outcome};
 use crate::transport::{self, Entry, Message};
 use crate::workflow::{Source, StepContext, StepError, StepRef, Workflow};
 
@@ -230,7 +231,7 @@ async fn lease_keeper(worker: Arc<Worker>, stop: CancellationToken) {
 }
 
 /// Sends an entry to the dead-letter stream with a reason, then acknowledges it.
-pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, reason: &str) {
+pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, kind: DeadLetter, reason: &str) {
     tracing::warn!(entry = %entry.id, reason, "dead-lettering a stream entry");
     let mut backoff = patient_backoff().take(20);
     loop {
@@ -240,7 +241,10 @@ pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, reason: &str) {
             .dead_letter(&entry.id, &entry.fields, reason)
             .await
         {
-            Ok(()) => break,
+            Ok(()) => {
+                metrics::dead_lettered(kind);
+                break;
+            }
             Err(e) => match backoff.next() {
                 Some(d) => {
                     tracing::warn!(error = %e, "dead-lettering failed; retrying");
@@ -364,12 +368,21 @@ async fn successors_to_republish(
 async fn handle(worker: &Worker, entry: Entry) {
     let msg = match entry.message() {
         Ok(m) => m,
-        Err(malformed) => return dead_letter(worker, &entry, &malformed.to_string()).await,
+        Err(malformed) => {
+            return dead_letter(
+                worker,
+                &entry,
+                DeadLetter::Malformed,
+                &malformed.to_string(),
+            )
+            .await;
+        }
     };
     let Ok(workflow) = worker.engine.registry.get(&msg.workflow).cloned() else {
         return dead_letter(
             worker,
             &entry,
+            DeadLetter::UnknownWorkflow,
             &format!("unknown workflow {:?}", msg.workflow),
         )
         .await;
@@ -378,6 +391,7 @@ async fn handle(worker: &Worker, entry: Entry) {
         return dead_letter(
             worker,
             &entry,
+            DeadLetter::UnknownStep,
             &format!("workflow {:?} has no step {:?}", msg.workflow, msg.step),
         )
         .await;
@@ -392,12 +406,19 @@ async fn handle(worker: &Worker, entry: Entry) {
         return;
     };
     let Some(loaded) = loaded else {
-        return dead_letter(worker, &entry, &format!("unknown run {}", msg.run_id)).await;
+        return dead_letter(
+            worker,
+            &entry,
+            DeadLetter::UnknownRun,
+            &format!("unknown run {}", msg.run_id),
+        )
+        .await;
     };
     if loaded.workflow != msg.workflow {
         return dead_letter(
             worker,
             &entry,
+            DeadLetter::WrongWorkflow,
             &format!(
                 "run {} belongs to workflow {:?}",
                 msg.run_id, loaded.workflow
@@ -410,6 +431,7 @@ async fn handle(worker: &Worker, entry: Entry) {
             return dead_letter(
                 worker,
                 &entry,
+                DeadLetter::NotReady,
                 &format!("run {} has no step {:?} ready", msg.run_id, msg.step),
             )
             .await;
@@ -460,6 +482,8 @@ async fn execute(
         .expect("in-flight lock")
         .insert(entry.id.clone(), (msg.run_id, cancel.clone()));
     let started_at = Utc::now();
+    let clock = std::time::Instant::now();
+    metrics::step_started(workflow.name(), &def.name);
     let result = match values {
         None => Err(StepError::fatal(
             "step inputs are missing from the checkpoints",
@@ -508,10 +532,17 @@ async fn execute(
     };
     if worker.hard_stop.is_cancelled() {
         // Shutting down past the grace: leave the entry pending for the hand-back.
+        metrics::step_finished(
+            workflow.name(),
+            &def.name,
+            Outcome::Interrupted,
+            clock.elapsed(),
+        );
         return;
     }
     let store = worker.engine.store.clone();
     let checkpoint_span = tracing::info_span!(parent: &span, "workflow.checkpoint");
+    let mut recorded = Outcome::Succeeded;
     let outcome = match result {
         Ok(output) => {
             span.record("workflow.step.outcome", "succeeded");
@@ -558,6 +589,11 @@ async fn execute(
             );
             span.record("otel.status_code", "ERROR");
             span.record("error.message", error.message());
+            recorded = if retry_after.is_some() {
+                Outcome::Retried
+            } else {
+                Outcome::Failed
+            };
             let outcome = patiently(worker, "recording a failure", || {
                 store.fail(workflow, &failure)
             })
@@ -565,11 +601,15 @@ async fn execute(
             .await;
             if retry_after.is_none() && matches!(outcome, Some(Some(_))) {
                 let reason = format!("step failed after {used} attempt(s): {}", error.message());
-                let _ = worker
+                if worker
                     .engine
                     .transport
                     .dead_letter(&entry.id, &entry.fields, &reason)
-                    .await;
+                    .await
+                    .is_ok()
+                {
+                    metrics::dead_lettered(DeadLetter::StepFailed);
+                }
             }
             outcome
         }
@@ -579,6 +619,12 @@ async fn execute(
         .lock()
         .expect("in-flight lock")
         .remove(&entry.id);
+    let recorded = match outcome {
+        Some(Some(_)) => recorded,
+        Some(None) => Outcome::Fenced,
+        None => Outcome::Unrecorded,
+    };
+    metrics::step_finished(workflow.name(), &def.name, recorded, clock.elapsed());
     match outcome {
         // Committed: publish what it readied, then acknowledge. (If publishing never
         // succeeds, the entry stays pending: its redelivery re-publishes the successors.)

@@ -6,6 +6,7 @@
 //! ```text
 //! cargo build --release --bins
 //! ./target/release/tributary-bench [--quick] [--repeat N] [--workers-concurrency N]
+//! ./target/release/tributary-bench --telemetry-overhead [--quick] [--repeat N]
 //! ```
 //!
 //! It starts its own Redis (append-only file, `appendfsync everysec`) and PostgreSQL (`fsync`
@@ -13,7 +14,9 @@
 //! of those very servers with `redis-benchmark` and `pgbench`, then runs the engine workloads
 //! (drain a backlog, multi-step throughput, latency at light load, start rate, idle worker
 //! memory), each the median of `--repeat` runs against freshly truncated tables and a flushed
-//! Redis. It prints figures and never asserts anything. `docs/benchmarks.md` explains the
+//! Redis. It prints figures and never asserts anything. `--telemetry-overhead` runs only the drain
+//! workload, alternately with OpenTelemetry off (`OTEL_SDK_DISABLED=true`) and with spans and
+//! metrics exported over OTLP/HTTP to a sink inside this process, and prints the difference. `docs/benchmarks.md` explains the
 //! workloads and records measured figures.
 
 use std::future::Future;
@@ -47,6 +50,9 @@ options:
   --workers-concurrency N    TRIBUTARY_WORKER_CONCURRENCY of each worker process (default 64)
   --worker-db-connections N  TRIBUTARY_WORKER_DATABASE_CONNECTIONS of each worker (default 16)
   --timeout SECS             hard limit of one workload run (default 120)
+  --telemetry-overhead       only the drain workload (1 worker), with OpenTelemetry off
+                             (OTEL_SDK_DISABLED=true) and with spans and metrics exported
+                             over OTLP/HTTP to an in-process sink; prints both and the difference
   -h, --help                 this text";
 
 /// Runs started per `start_batch` call.
@@ -106,8 +112,13 @@ async fn main() -> Result<()> {
         work_dir,
         counter: 0,
         notes: Vec::new(),
+        worker_env: Vec::new(),
     };
-    let result = run(&mut env).await;
+    let result = if env.opts.telemetry_overhead {
+        telemetry_overhead(&mut env).await
+    } else {
+        run(&mut env).await
+    };
     if env.notes.is_empty() && result.is_ok() {
         let _ = std::fs::remove_dir_all(&env.work_dir);
     } else {
@@ -229,6 +240,181 @@ async fn run(env: &mut Env) -> Result<()> {
     Ok(())
 }
 
+/// `--telemetry-overhead`: the drain workload with OpenTelemetry off and with spans and
+/// metrics exported, alternating run by run so that drift of the machine hits both alike.
+async fn telemetry_overhead(env: &mut Env) -> Result<()> {
+    let header = describe(env).await?;
+    println!("{header}");
+    let (engine, _) = env.fresh_engine("schema").await?;
+    close(&engine).await;
+    let sink = OtlpSink::start().await?;
+    let n = env.opts.drain_runs;
+    let off: Vec<(String, String)> = vec![("OTEL_SDK_DISABLED".into(), "true".into())];
+    // The default: no OTLP endpoint, so no spans; metrics recorded for /metrics (not scraped).
+    let default: Vec<(String, String)> = Vec::new();
+    let on: Vec<(String, String)> = [
+        (
+            "OTEL_EXPORTER_OTLP_ENDPOINT",
+            format!("http://127.0.0.1:{}", sink.port),
+        ),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".into()),
+        ("OTEL_METRIC_EXPORT_INTERVAL", "1000".into()),
+        ("TRIBUTARY_METRICS_LISTEN", "none".into()),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_owned(), v))
+    .collect();
+    let mut rows = Rows::default();
+    let off_ids = rows.add(&[
+        (
+            format!("drain {n} hello, 1 worker, OTEL_SDK_DISABLED=true"),
+            "runs/s",
+        ),
+        ("  worker CPU per run, telemetry off".into(), "us"),
+    ]);
+    let default_ids = rows.add(&[
+        (
+            format!("drain {n} hello, 1 worker, defaults (metrics, no export)"),
+            "runs/s",
+        ),
+        ("  worker CPU per run, defaults".into(), "us"),
+    ]);
+    let on_ids = rows.add(&[
+        (
+            format!("drain {n} hello, 1 worker, spans + metrics over OTLP"),
+            "runs/s",
+        ),
+        ("  worker CPU per run, export on".into(), "us"),
+    ]);
+    let mut medians: [Vec<[f64; 2]>; 3] = [Vec::new(), Vec::new(), Vec::new()];
+    for rep in 1..=env.opts.repeat {
+        for (mode, vars, ids) in [
+            (0, &off, &off_ids),
+            (1, &on, &on_ids),
+            (2, &default, &default_ids),
+        ] {
+            println!(
+                "\n== drain {n} hello, 1 worker, telemetry {} (run {rep}) ==",
+                ["off", "exported", "default"][mode]
+            );
+            env.worker_env = vars.clone();
+            let result = drain_rep(env, 1).await;
+            if let Ok(v) = &result {
+                medians[mode].push([v[0], v[1]]);
+            }
+            rows.record(ids, rep, result);
+        }
+    }
+    env.worker_env.clear();
+    env.notes.append(&mut rows.failures);
+    let median = |runs: &[[f64; 2]], i: usize| {
+        let mut v: Vec<f64> = runs.iter().map(|r| r[i]).collect();
+        v.sort_by(f64::total_cmp);
+        (!v.is_empty()).then(|| percentile(&v, 0.5))
+    };
+    println!("\n\n==================== summary ====================");
+    println!("{header}");
+    println!("  load average now (1, 5, 15 min): {}", load_average());
+    println!("{}", rows.table(env.opts.repeat));
+    for (mode, what) in [(1, "export on"), (2, "defaults")] {
+        if let (Some(r0), Some(r1), Some(c0), Some(c1)) = (
+            median(&medians[0], 0),
+            median(&medians[mode], 0),
+            median(&medians[0], 1),
+            median(&medians[mode], 1),
+        ) {
+            println!(
+                "{what} vs off (medians): throughput {:+.1}% ({} -> {} runs/s), worker CPU per \
+                 run {:+.1}% ({} -> {} us)",
+                (r1 - r0) * 100.0 / r0,
+                num(r0),
+                num(r1),
+                (c1 - c0) * 100.0 / c0,
+                num(c0),
+                num(c1)
+            );
+        }
+    }
+    println!(
+        "the OTLP sink received {} export requests ({} KiB)",
+        sink.requests.load(std::sync::atomic::Ordering::Relaxed),
+        sink.bytes.load(std::sync::atomic::Ordering::Relaxed) / 1024
+    );
+    for note in &env.notes {
+        println!("- {note}");
+    }
+    Ok(())
+}
+
+/// An OTLP/HTTP receiver that accepts every export and keeps only counts: a stand-in for a
+/// collector, so that the measured cost is the engine's (encoding, sending), not a
+/// collector's.
+struct OtlpSink {
+    port: u16,
+    requests: std::sync::Arc<std::sync::atomic::AtomicU64>,
+    bytes: std::sync::Arc<std::sync::atomic::AtomicU64>,
+}
+
+impl OtlpSink {
+    async fn start() -> Result<Self> {
+        let listener = tokio::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await?;
+        let sink = Self {
+            port: listener.local_addr()?.port(),
+            requests: Default::default(),
+            bytes: Default::default(),
+        };
+        let (requests, bytes) = (sink.requests.clone(), sink.bytes.clone());
+        tokio::spawn(async move {
+            while let Ok((conn, _)) = listener.accept().await {
+                let (requests, bytes) = (requests.clone(), bytes.clone());
+                tokio::spawn(async move {
+                    let _ = Self::serve(conn, &requests, &bytes).await;
+                });
+            }
+        });
+        Ok(sink)
+    }
+
+    /// HTTP/1.1 with keep-alive: reads each request's headers and `Content-Length` body, and
+    /// answers 200 with an empty protobuf body (a valid, empty `Export*ServiceResponse`).
+    async fn serve(
+        conn: TcpStream,
+        requests: &std::sync::atomic::AtomicU64,
+        bytes: &std::sync::atomic::AtomicU64,
+    ) -> Result<()> {
+        let mut conn = BufReader::new(conn);
+        loop {
+            let mut length = 0usize;
+            let mut line = String::new();
+            if conn.read_line(&mut line).await? == 0 {
+                return Ok(());
+            }
+            loop {
+                line.clear();
+                conn.read_line(&mut line).await?;
+                let header = line.trim_end();
+                if header.is_empty() {
+                    break;
+                }
+                if let Some((name, value)) = header.split_once(':')
+                    && name.eq_ignore_ascii_case("content-length")
+                {
+                    length = value.trim().parse().unwrap_or(0);
+                }
+            }
+            let mut body = vec![0; length];
+            conn.read_exact(&mut body).await?;
+            requests.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            bytes.fetch_add(length as u64, std::sync::atomic::Ordering::Relaxed);
+            conn.get_mut()
+                .write_all(
+                    b"HTTP/1.1 200 OK\r\ncontent-type: application/x-protobuf\r\ncontent-length: 0\r\n\r\n",
+                )
+                .await?;
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------------
 // Options
 // ---------------------------------------------------------------------------------------------
@@ -237,6 +423,7 @@ async fn run(env: &mut Env) -> Result<()> {
 struct Opts {
     repeat: usize,
     quick: bool,
+    telemetry_overhead: bool,
     concurrency: usize,
     db_connections: u32,
     timeout: Duration,
@@ -255,6 +442,7 @@ impl Opts {
     fn parse() -> Result<Option<Self>> {
         let mut repeat = 3;
         let mut quick = false;
+        let mut telemetry_overhead = false;
         let mut concurrency = 64;
         let mut db_connections = 16;
         let mut timeout_secs = 120;
@@ -273,6 +461,7 @@ impl Opts {
             match name.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => quick = true,
+                "--telemetry-overhead" => telemetry_overhead = true,
                 "--repeat" => repeat = positive(&name, &value()?)?,
                 "--workers-concurrency" => concurrency = positive(&name, &value()?)?,
                 "--worker-db-connections" => db_connections = positive(&name, &value()?)?,
@@ -289,6 +478,7 @@ impl Opts {
         Ok(Some(Self {
             repeat,
             quick,
+            telemetry_overhead,
             concurrency,
             db_connections: u32::try_from(db_connections).context("--worker-db-connections")?,
             timeout: Duration::from_secs(timeout_secs as u64),
@@ -327,6 +517,8 @@ struct Env {
     counter: usize,
     /// Anything unexpected, repeated in the summary.
     notes: Vec<String>,
+    /// Extra environment of the worker processes (the telemetry settings).
+    worker_env: Vec<(String, String)>,
 }
 
 impl Env {
@@ -391,6 +583,7 @@ impl Env {
                 "RUST_LOG",
                 std::env::var("RUST_LOG").unwrap_or_else(|_| "warn".into()),
             )
+            .envs(self.worker_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(Stdio::from(file))
@@ -692,6 +885,7 @@ async fn drain_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
     let mut procs = env.spawn_workers(&prefix, workers)?;
     let done = env.wait_done(n, t0, &mut procs).await;
     let cpu = meter.report(env, &procs, n, "run");
+    let worker_us = meter.worker_secs(&procs) * 1e6 / n as f64;
     let peak: Vec<String> = procs
         .iter()
         .map(|w| proc_mib(w.pid, "VmHWM").map_or_else(|| "?".into(), |m| format!("{m:.1} MiB")))
@@ -720,7 +914,7 @@ async fn drain_rep(env: &mut Env, workers: usize) -> Result<Vec<f64>> {
         span.map_or_else(|| "?".into(), |s| format!("{s:.2} s")),
         peak.join(", ")
     );
-    Ok(vec![rate])
+    Ok(vec![rate, worker_us])
 }
 
 /// CPU time used over a window by PostgreSQL (the postmaster and its backends), Redis, the
@@ -747,13 +941,9 @@ impl CpuMeter {
         }
     }
 
-    /// CPU per unit of work, and how busy the machine's CPUs were.
-    fn report(&self, env: &Env, workers: &[WorkerProc], units: usize, unit: &str) -> String {
-        let elapsed = self.at.elapsed().as_secs_f64();
-        let pg = env.postgres.pid().map_or(0.0, tree_cpu_secs) - self.pg;
-        let redis = env.redis.pid().map_or(0.0, tree_cpu_secs) - self.redis;
-        let client = proc_cpu_secs(std::process::id()).unwrap_or(0.0) - self.client;
-        let worker: f64 = workers
+    /// CPU seconds the worker processes used since the start.
+    fn worker_secs(&self, workers: &[WorkerProc]) -> f64 {
+        workers
             .iter()
             .map(|w| {
                 let before = self
@@ -763,7 +953,16 @@ impl CpuMeter {
                     .map_or(0.0, |(_, cpu)| *cpu);
                 proc_cpu_secs(w.pid).unwrap_or(0.0) - before
             })
-            .sum();
+            .sum()
+    }
+
+    /// CPU per unit of work, and how busy the machine's CPUs were.
+    fn report(&self, env: &Env, workers: &[WorkerProc], units: usize, unit: &str) -> String {
+        let elapsed = self.at.elapsed().as_secs_f64();
+        let pg = env.postgres.pid().map_or(0.0, tree_cpu_secs) - self.pg;
+        let redis = env.redis.pid().map_or(0.0, tree_cpu_secs) - self.redis;
+        let client = proc_cpu_secs(std::process::id()).unwrap_or(0.0) - self.client;
+        let worker = self.worker_secs(workers);
         let cpus = std::thread::available_parallelism().map_or(1, usize::from) as f64;
         let per = |secs: f64| secs * 1e6 / units as f64;
         format!(
