@@ -199,6 +199,23 @@ async fn the_metrics_endpoint_counts_step_attempts_by_outcome() {
         text.contains("target_info{") && text.contains("service_name=\"tributary\""),
         "{text}"
     );
+    // The dead-letter stream's length: the failed report step's entry (polled every 5 s).
+    let dead_label = label(m::STREAM);
+    let dead_letters_listed = eventually(Duration::from_secs(20), || async {
+        let Some((_, text)) = scrape(port, "/metrics").await else {
+            return false;
+        };
+        value(
+            &text,
+            m::STREAM_LENGTH_PROMETHEUS,
+            &[(&dead_label, "tributary:dead")],
+        ) == 1.0
+    })
+    .await;
+    assert!(
+        dead_letters_listed,
+        "the dead-letter stream's length gauge never showed 1"
+    );
 
     let health = scrape(port, "/healthz").await;
     assert_eq!(health.map(|h| h.0), Some(200));

@@ -46,6 +46,11 @@ async fn depth_poller(worker: Arc<Worker>, stop: CancellationToken) {
             }
             Err(e) => tracing::debug!(error = %e, "polling the stream depth failed"),
         }
+        match transport.dead_letter_len().await {
+            // No consumer group reads the dead letters: nothing is pending there.
+            Ok(length) => metrics::record_stream_depth(&transport.keys().dead, length, None),
+            Err(e) => tracing::debug!(error = %e, "polling the dead-letter stream failed"),
+        }
     }
 }
 

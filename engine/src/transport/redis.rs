@@ -525,6 +525,17 @@ impl Transport {
         Ok((len.as_i64().unwrap_or(0) as u64, pending as u64))
     }
 
+    /// The dead-letter stream's length.
+    ///
+    /// # Errors
+    /// A command error.
+    pub async fn dead_letter_len(&self) -> Result<u64, Error> {
+        let len: Value = self
+            .call("XLEN", vec![Value::from(self.keys.dead.as_str())])
+            .await?;
+        Ok(len.as_i64().unwrap_or(0) as u64)
+    }
+
     /// The group's pending entries (delivered, not yet acknowledged), oldest first: id,
     /// consumer, idle time and delivery count.
     ///
