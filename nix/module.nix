@@ -152,6 +152,18 @@ in
       '';
     };
 
+    secretFiles = mkOption {
+      type = types.attrsOf types.str;
+      default = { };
+      example = { "fred-api-key" = "/run/secrets/fred-api-key"; };
+      description = ''
+        API keys for the env/file secrets provider, by secret id: each file is handed to the
+        service as a systemd credential (LoadCredential), and the service reads its secrets from
+        the credentials directory (TRIBUTARY_SECRETS_DIR). Leave empty with GCP Secret Manager
+        (settings.secrets.provider = "gcp").
+      '';
+    };
+
     extraEnvironment = mkOption {
       type = types.attrsOf types.str;
       default = { };
@@ -175,8 +187,8 @@ in
         message = "services.tributary: a URL contains a password, which would be copied into the Nix store; use redis.passwordFile / database.passwordFile.";
       }
       {
-        assertion = lib.all isRuntimePath [ cfg.redis.passwordFile cfg.database.passwordFile cfg.environmentFile ];
-        message = "services.tributary: passwordFile and environmentFile must be absolute paths outside the Nix store.";
+        assertion = lib.all isRuntimePath ([ cfg.redis.passwordFile cfg.database.passwordFile cfg.environmentFile ] ++ builtins.attrValues cfg.secretFiles);
+        message = "services.tributary: passwordFile, environmentFile and secretFiles must be absolute paths outside the Nix store.";
       }
       {
         assertion = cfg.database.createLocally -> cfg.database.name == cfg.database.user;
@@ -223,7 +235,8 @@ in
         UMask = "0077";
         LoadCredential =
           optionals (cfg.redis.passwordFile != null) [ "redis-password:${cfg.redis.passwordFile}" ]
-          ++ optionals (cfg.database.passwordFile != null) [ "database-password:${cfg.database.passwordFile}" ];
+          ++ optionals (cfg.database.passwordFile != null) [ "database-password:${cfg.database.passwordFile}" ]
+          ++ map (id: "${id}:${cfg.secretFiles.${id}}") (builtins.attrNames cfg.secretFiles);
         EnvironmentFile = optional (cfg.environmentFile != null) cfg.environmentFile;
 
         # Hardening: it needs only outbound TCP (and the PostgreSQL Unix socket).

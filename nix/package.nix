@@ -47,6 +47,9 @@ rustPlatform.buildRustPackage {
 
   doCheck = runTests;
   nativeCheckInputs = [ redis postgresql procps coreutils ];
+  # rotel, the real collector of one tracing test, is a PyPI package and not in nixpkgs; the
+  # other tracing tests' in-process OTLP receiver covers export in the sandbox.
+  checkFlags = [ "--skip=spans_reach_a_real_collector_over_otlp_http" ];
   preCheck = ''
     export TRIBUTARY_REDIS_SERVER=${lib.getExe' redis "redis-server"}
     export TRIBUTARY_PG_BINDIR=${lib.getBin postgresql}/bin

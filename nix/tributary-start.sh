@@ -56,5 +56,10 @@ if password=$(credential database-password); then
   export DATABASE_URL
 fi
 unset password
+# API keys handed over as credentials (services.tributary.secretFiles) are files named by their
+# secret id: the env/file secrets provider reads them there.
+if [[ -n ${CREDENTIALS_DIRECTORY:-} && -z ${TRIBUTARY_SECRETS_DIR:-} ]]; then
+  export TRIBUTARY_SECRETS_DIR=$CREDENTIALS_DIRECTORY
+fi
 
 exec tributary worker "$@"

@@ -578,11 +578,15 @@ async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
         first_run,
         "the idempotency key survived the restart"
     );
+    // The run may have been in flight at the SIGTERM (handed back): the second process
+    // finishes it once its worker is up.
+    let finished = eventually(WAIT, || async {
+        let status = tokio::task::block_in_place(|| cli(&redis, &pg, &["status", &first_run]));
+        String::from_utf8_lossy(&status.stdout).contains("status    succeeded")
+    })
+    .await;
     let status = tokio::task::block_in_place(|| cli(&redis, &pg, &["status", &first_run]));
-    assert!(
-        String::from_utf8_lossy(&status.stdout).contains("succeeded"),
-        "{status:?}"
-    );
+    assert!(finished, "{status:?}");
     second.kill().await.unwrap();
     drop(second);
     let _ = std::fs::remove_dir_all(&state);
