@@ -8,6 +8,8 @@ CREATE TABLE gdelt_batches (
     status       text        NOT NULL CHECK (status IN ('loaded', 'skipped')),
     rows_in_file integer     CHECK (rows_in_file >= 0),
     rows_kept    integer     NOT NULL DEFAULT 0 CHECK (rows_kept >= 0),
+    -- Lines without 61 columns, skipped (a batch with more than 1% of them fails instead).
+    rows_skipped integer     NOT NULL DEFAULT 0 CHECK (rows_skipped >= 0),
     reason       text,
     url          text        NOT NULL,
     loaded_at    timestamptz NOT NULL DEFAULT now(),

@@ -483,7 +483,7 @@ async fn gdelt_a_corrupt_zip_fails_the_run_naming_the_batch_and_writes_nothing()
 }
 
 #[tokio::test]
-async fn gdelt_a_row_with_60_columns_fails_naming_the_line_and_writes_nothing_of_the_batch() {
+async fn gdelt_a_file_with_many_rows_of_60_columns_fails_naming_the_line_and_writes_nothing() {
     let fx = start().await;
     let mut lines = mixed_batch(T1);
     lines[2].0.pop(); // line 3 loses SOURCEURL
@@ -492,7 +492,10 @@ async fn gdelt_a_row_with_60_columns_fails_naming_the_line_and_writes_nothing_of
     let view = fx.run("gdelt", window(T1, T2)).await;
     assert_failed_with(
         &view,
-        &format!("gdelt: record batch {T1} line 3: field columns: 60 columns, expected 61"),
+        &format!(
+            "gdelt: record batch {T1} line 3: field columns: 60 columns, expected 61 \
+             (1 of 6 lines malformed: more than 1%, a change of layout?)"
+        ),
     );
     assert_eq!(fx.count("gdelt_batches").await, 0);
     assert_eq!(
@@ -501,6 +504,30 @@ async fn gdelt_a_row_with_60_columns_fails_naming_the_line_and_writes_nothing_of
         "lines 1 and 2 were not written either"
     );
     fx.mock.verify().await;
+}
+
+#[tokio::test]
+async fn gdelt_a_rare_truncated_row_is_skipped_and_counted_and_the_rest_of_the_batch_loads() {
+    let fx = start().await;
+    // 200 lines about Venezuela, one of them truncated: 0.5%, GDELT's usual noise.
+    let mut lines: Vec<Line> = (1..=200).map(|id| Line::new(id, T1)).collect();
+    lines[99].0.truncate(40);
+    serve_zip(&fx.mock, T1, export_zip(T1, &lines), 1).await;
+
+    let view = fx.run("gdelt", window(T1, T2)).await;
+    assert_succeeded(&view);
+    assert_eq!(fx.count("gdelt_events").await, 199);
+    let (in_file, skipped): (i32, i32) =
+        sqlx::query_as("SELECT rows_in_file, rows_skipped FROM gdelt_batches WHERE batch_at = $1")
+            .bind(time(T1))
+            .fetch_one(&fx.db)
+            .await
+            .unwrap();
+    assert_eq!((in_file, skipped), (200, 1));
+    assert!(
+        !ids(&fx).await.contains(&100),
+        "the truncated row is not stored"
+    );
 }
 
 #[tokio::test]

@@ -45,11 +45,14 @@
 //! The last attempt is recognised from [`StepContext::attempt`]; a run retried by hand continues
 //! counting, so after `tributary retry` a batch still missing is recorded as skipped at once.
 //!
-//! **Corrupt data fails loudly.** A body that is not a zip, a zip without the export member, a
-//! line without exactly 61 tab-separated columns, or a value that does not parse in a kept row
-//! is a fatal [`ParseError`] naming the batch, the line and the field; nothing of that batch is
-//! written. (The reference notes suggest skipping short lines; this ingester refuses them so
-//! that a change of layout, such as GDELT 1.0's 58 columns, cannot be half-read.)
+//! **Corrupt data fails loudly.** A body that is not a zip, a zip without the export member, or
+//! a value that does not parse in a kept row is a fatal [`ParseError`] naming the batch, the
+//! line and the field; nothing of that batch is written. A line without exactly 61
+//! tab-separated columns (GDELT publishes the odd truncated row) is skipped, counted in
+//! `gdelt_batches.rows_skipped` and logged, as the reference notes advise; but when more than
+//! [`MAX_SKIPPED_PERCENT`]% of a file's lines are malformed the batch fails, naming the first
+//! such line: that is a change of layout (GDELT 1.0 had 58 columns), not noise, and must not
+//! be half-read.
 //!
 //! Quirks handled: the export is tab-separated despite its `.CSV` name, has no header, and ends
 //! lines with `\n` (a `\r` is tolerated); an empty field is NULL; CAMEO codes stay text
@@ -96,6 +99,10 @@ const BATCH_SECONDS: i64 = 15 * 60;
 
 /// Columns of a GDELT 2.0 export line.
 const COLUMNS: usize = 61;
+
+/// Above this share of malformed lines (in percent of a file's lines), a batch fails instead of
+/// skipping them.
+pub const MAX_SKIPPED_PERCENT: u64 = 1;
 
 /// The largest export member read (a real one is a few megabytes): a guard against a zip bomb.
 const MAX_MEMBER_BYTES: u64 = 512 * 1024 * 1024;
@@ -181,6 +188,9 @@ pub struct BatchOutcome {
     pub rows_in_file: Option<u64>,
     /// Rows kept by the Venezuela filter.
     pub rows_kept: u64,
+    /// Malformed lines skipped (without 61 columns).
+    #[serde(default)]
+    pub rows_skipped: u64,
     /// Rows inserted or changed by this attempt (0 when re-loading an unchanged batch).
     pub rows_written: u64,
     /// Why it was skipped.
@@ -479,6 +489,7 @@ impl Filter {
 #[derive(Debug)]
 struct Parsed {
     rows_in_file: u64,
+    rows_skipped: u64,
     events: Vec<Event>,
 }
 
@@ -586,10 +597,12 @@ fn parse_value(kind: Kind, raw: &str) -> Result<Value, String> {
     })
 }
 
-/// Reads a batch's export file: every line must have 61 columns; the kept rows are parsed.
+/// Reads a batch's export file: lines without 61 columns are skipped (a few) or fail the batch
+/// (more than [`MAX_SKIPPED_PERCENT`]%); the kept rows are parsed.
 fn parse_batch(body: &[u8], batch: &str, filter: &Filter) -> Result<Parsed, ParseError> {
     let data = unzip(body, batch)?;
     let mut rows_in_file = 0u64;
+    let mut skipped: Vec<(usize, usize)> = Vec::new();
     // Keyed by GLOBALEVENTID: an id appears once per export, but should it repeat, the last
     // line wins rather than the upsert failing on a row it would change twice.
     let mut kept: HashMap<i64, Event> = HashMap::new();
@@ -604,12 +617,8 @@ fn parse_batch(body: &[u8], batch: &str, filter: &Filter) -> Result<Parsed, Pars
         let text = String::from_utf8_lossy(raw);
         let fields: Vec<&str> = text.split('\t').collect();
         if fields.len() != COLUMNS {
-            return Err(ParseError {
-                api: SOURCE,
-                record: format!("batch {batch} line {line}"),
-                field: "columns",
-                problem: format!("{} columns, expected {COLUMNS}", fields.len()),
-            });
+            skipped.push((line, fields.len()));
+            continue;
         }
         if !filter.keeps(&fields) {
             continue;
@@ -642,12 +651,34 @@ fn parse_batch(body: &[u8], batch: &str, filter: &Filter) -> Result<Parsed, Pars
             order.push(id);
         }
     }
+    let rows_skipped = skipped.len() as u64;
+    if let Some(&(line, columns)) = skipped.first() {
+        if rows_skipped * 100 > rows_in_file * MAX_SKIPPED_PERCENT {
+            return Err(ParseError {
+                api: SOURCE,
+                record: format!("batch {batch} line {line}"),
+                field: "columns",
+                problem: format!(
+                    "{columns} columns, expected {COLUMNS} ({rows_skipped} of {rows_in_file} \
+                     lines malformed: more than {MAX_SKIPPED_PERCENT}%, a change of layout?)"
+                ),
+            });
+        }
+        tracing::warn!(
+            batch,
+            rows_skipped,
+            first_line = line,
+            columns,
+            "gdelt lines without {COLUMNS} columns skipped"
+        );
+    }
     let events = order
         .into_iter()
         .filter_map(|id| kept.remove(&id))
         .collect();
     Ok(Parsed {
         rows_in_file,
+        rows_skipped,
         events,
     })
 }
@@ -716,20 +747,23 @@ pub async fn load(ctx: StepContext, batch: Batch) -> Result<BatchOutcome, StepEr
         .map_err(|e| db_error("gdelt: beginning a transaction", e))?;
     let rows_kept = parsed.events.len() as u64;
     sqlx::query(
-        "INSERT INTO gdelt_batches (batch_at, status, rows_in_file, rows_kept, reason, url)
-         VALUES ($1, 'loaded', $2, $3, NULL, $4)
+        "INSERT INTO gdelt_batches
+             (batch_at, status, rows_in_file, rows_kept, rows_skipped, reason, url)
+         VALUES ($1, 'loaded', $2, $3, $4, NULL, $5)
          ON CONFLICT (batch_at) DO UPDATE
          SET status = EXCLUDED.status, rows_in_file = EXCLUDED.rows_in_file,
-             rows_kept = EXCLUDED.rows_kept, reason = NULL, url = EXCLUDED.url,
-             loaded_at = now(), updated_at = now()
+             rows_kept = EXCLUDED.rows_kept, rows_skipped = EXCLUDED.rows_skipped,
+             reason = NULL, url = EXCLUDED.url, loaded_at = now(), updated_at = now()
          WHERE (gdelt_batches.status, gdelt_batches.rows_in_file, gdelt_batches.rows_kept,
-                gdelt_batches.url)
+                gdelt_batches.rows_skipped, gdelt_batches.url)
                IS DISTINCT FROM
-               (EXCLUDED.status, EXCLUDED.rows_in_file, EXCLUDED.rows_kept, EXCLUDED.url)",
+               (EXCLUDED.status, EXCLUDED.rows_in_file, EXCLUDED.rows_kept,
+                EXCLUDED.rows_skipped, EXCLUDED.url)",
     )
     .bind(batch.at)
     .bind(i32::try_from(parsed.rows_in_file).unwrap_or(i32::MAX))
     .bind(i32::try_from(rows_kept).unwrap_or(i32::MAX))
+    .bind(i32::try_from(parsed.rows_skipped).unwrap_or(i32::MAX))
     .bind(&batch.url)
     .execute(&mut *tx)
     .await
@@ -742,12 +776,13 @@ pub async fn load(ctx: StepContext, batch: Batch) -> Result<BatchOutcome, StepEr
     tx.commit()
         .await
         .map_err(|e| db_error("gdelt: committing a batch", e))?;
-    tracing::info!(batch = %name, rows_in_file = parsed.rows_in_file, rows_kept, rows_written, "gdelt batch loaded");
+    tracing::info!(batch = %name, rows_in_file = parsed.rows_in_file, rows_kept, rows_skipped = parsed.rows_skipped, rows_written, "gdelt batch loaded");
     Ok(BatchOutcome {
         at: batch.at,
         status: BatchStatus::Loaded,
         rows_in_file: Some(parsed.rows_in_file),
         rows_kept,
+        rows_skipped: parsed.rows_skipped,
         rows_written,
         reason: None,
     })
@@ -790,6 +825,7 @@ async fn record_skipped(
         status: BatchStatus::Skipped,
         rows_in_file: None,
         rows_kept: 0,
+        rows_skipped: 0,
         rows_written: 0,
         reason: Some(reason),
     })
