@@ -204,10 +204,7 @@ pub(crate) async fn run(
 
 /// Commits the members' checkpoints in one transaction. A permanent error of a batch of several
 /// is retried one member per transaction, so that it fails only the member that causes it.
-async fn commit(
-    worker: &Worker,
-    members: &[Member],
-) -> Vec<Result<Option<Vec<Dispatch>>, Error>> {
+async fn commit(worker: &Worker, members: &[Member]) -> Vec<Result<Option<Vec<Dispatch>>, Error>> {
     if members.is_empty() {
         return Vec::new();
     }
@@ -226,10 +223,12 @@ async fn commit(
             tracing::warn!(error = %e, count = members.len(), "a batch of checkpoints failed; committing its members one by one");
             let mut results = Vec::with_capacity(members.len());
             for one in &batch {
-                results.push(match store.complete_batch(std::slice::from_ref(one)).await {
-                    Ok(mut r) => Ok(r.pop().flatten()),
-                    Err(e) => Err(Error::Store(Arc::new(e))),
-                });
+                results.push(
+                    match store.complete_batch(std::slice::from_ref(one)).await {
+                        Ok(mut r) => Ok(r.pop().flatten()),
+                        Err(e) => Err(Error::Store(Arc::new(e))),
+                    },
+                );
             }
             results
         }
