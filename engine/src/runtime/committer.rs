@@ -9,9 +9,9 @@
 //!
 //! Flush policy: the committer takes the first request, then whatever else is queued, and, when
 //! `worker.checkpoint-delay` is not zero, waits up to that long for more; it stops at
-//! `worker.checkpoint-batch` checkpoints. One batch commits at a time; while it does, the next
-//! one gathers, so the batch size follows the load. Publishing and acknowledging a committed
-//! batch run in a task of their own, so the next commit does not wait for Redis.
+//! `worker.checkpoint-batch` checkpoints. Up to [`COMMITS_IN_FLIGHT`] batches commit at once
+//! (each in a task of its own, with its publish and acknowledgement); when all are busy, the
+//! next batch gathers meanwhile, so the batch size follows the load.
 //!
 //! **Architecture Invariant 2 holds for each member:** an entry is acknowledged only after the
 //! transaction holding its checkpoint committed and the successors it readied were published.
@@ -26,13 +26,18 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Semaphore, mpsc, oneshot};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 
 use super::worker::{Worker, ack_now, publish};
 use crate::store::{self, Completed, Dispatch};
 use crate::workflow::Workflow;
+
+/// Batches committing at once. One alone leaves the CPUs idle while its transaction waits on
+/// round trips (measured: a 1-worker drain went 25 % slower than per-step transactions); the
+/// run locks, taken in run-id order, keep concurrent batches from deadlocking.
+pub(crate) const COMMITS_IN_FLIGHT: usize = 4;
 
 /// What became of a checkpoint handed to the committer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -152,7 +157,8 @@ pub(crate) async fn run(
     policy: Policy,
     stop: CancellationToken,
 ) {
-    let mut after_commit = JoinSet::new();
+    let mut batches = JoinSet::new();
+    let slots = Arc::new(Semaphore::new(COMMITS_IN_FLIGHT));
     loop {
         let first = tokio::select! {
             request = requests.recv() => match request {
@@ -161,6 +167,12 @@ pub(crate) async fn run(
             },
             _ = stop.cancelled() => break,
         };
+        // While every slot is busy, requests queue up and join this batch.
+        let slot = slots
+            .clone()
+            .acquire_owned()
+            .await
+            .expect("semaphore is never closed");
         let mut members = Vec::new();
         let mut acks = Vec::new();
         let mut take = |request: Request, members: &mut Vec<Member>| match request {
@@ -185,21 +197,25 @@ pub(crate) async fn run(
                 Err(_) => break,
             }
         }
-        let results = commit(&worker, &members).await;
-        // Failed members learn it now, so their retries need not wait for Redis.
-        let mut committed = Vec::with_capacity(members.len());
-        for (member, result) in members.into_iter().zip(results) {
-            match result {
-                Ok(dispatch) => committed.push((member, dispatch)),
-                Err(e) => {
-                    let _ = member.reply.send(Err(e));
+        let worker = worker.clone();
+        batches.spawn(async move {
+            let results = commit(&worker, &members).await;
+            // Failed members learn it now, so their retries need not wait for Redis.
+            let mut committed = Vec::with_capacity(members.len());
+            for (member, result) in members.into_iter().zip(results) {
+                match result {
+                    Ok(dispatch) => committed.push((member, dispatch)),
+                    Err(e) => {
+                        let _ = member.reply.send(Err(e));
+                    }
                 }
             }
-        }
-        after_commit.spawn(publish_and_ack(worker.clone(), committed, acks));
-        while after_commit.try_join_next().is_some() {}
+            drop(slot);
+            publish_and_ack(worker, committed, acks).await;
+        });
+        while batches.try_join_next().is_some() {}
     }
-    while after_commit.join_next().await.is_some() {}
+    while batches.join_next().await.is_some() {}
 }
 
 /// Commits the members' checkpoints in one transaction. A permanent error of a batch of several
