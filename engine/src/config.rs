@@ -147,6 +147,14 @@ pub struct WorkerConfig {
     pub shutdown_grace: Duration,
     /// PostgreSQL connections of one process. Default: 16.
     pub database_connections: u32,
+    /// At most this many step checkpoints are committed in one transaction by the process's
+    /// group committer. Default: 128.
+    pub checkpoint_batch: usize,
+    /// How long the first checkpoint of a group commit waits for others to join when the
+    /// committer is idle; zero commits at once whatever is queued (while one batch commits,
+    /// the next gathers anyway). Default: 0 (see `docs/decisions.md`, "Group commit").
+    #[serde(with = "humantime_serde")]
+    pub checkpoint_delay: Duration,
     /// Run the cron scheduler in this process. Any number of processes may (each tick still
     /// starts one run); turn it off for worker pools that should only execute. Default: true.
     pub scheduler: bool,
@@ -195,6 +203,8 @@ impl Default for WorkerConfig {
             epoch_check: Duration::from_secs(1),
             shutdown_grace: Duration::from_secs(30),
             database_connections: 16,
+            checkpoint_batch: 128,
+            checkpoint_delay: Duration::ZERO,
             scheduler: true,
         }
     }
@@ -234,6 +244,8 @@ const ENV_VARS: &[&str] = &[
     "TRIBUTARY_WORKER_EPOCH_CHECK",
     "TRIBUTARY_WORKER_SHUTDOWN_GRACE",
     "TRIBUTARY_WORKER_DATABASE_CONNECTIONS",
+    "TRIBUTARY_WORKER_CHECKPOINT_BATCH",
+    "TRIBUTARY_WORKER_CHECKPOINT_DELAY",
     "TRIBUTARY_WORKER_SCHEDULER",
     "TRIBUTARY_RETENTION_KEEP",
     "TRIBUTARY_RETENTION_INTERVAL",
@@ -265,6 +277,8 @@ fn set_from_env(c: &mut Config, var: &str, v: &str) -> Result<(), String> {
         "TRIBUTARY_WORKER_EPOCH_CHECK" => c.worker.epoch_check = duration(v)?,
         "TRIBUTARY_WORKER_SHUTDOWN_GRACE" => c.worker.shutdown_grace = duration(v)?,
         "TRIBUTARY_WORKER_DATABASE_CONNECTIONS" => c.worker.database_connections = number(v)?,
+        "TRIBUTARY_WORKER_CHECKPOINT_BATCH" => c.worker.checkpoint_batch = number(v)?,
+        "TRIBUTARY_WORKER_CHECKPOINT_DELAY" => c.worker.checkpoint_delay = duration(v)?,
         "TRIBUTARY_WORKER_SCHEDULER" => c.worker.scheduler = number(v)?,
         "TRIBUTARY_RETENTION_KEEP" => c.retention.keep = duration(v)?,
         "TRIBUTARY_RETENTION_INTERVAL" => c.retention.interval = duration(v)?,
@@ -429,6 +443,12 @@ impl Config {
             || self.retention.interval.is_zero()
         {
             return invalid("intervals must be positive");
+        }
+        if self.worker.checkpoint_batch == 0 || self.worker.checkpoint_batch > 10_000 {
+            return invalid("worker.checkpoint-batch must be between 1 and 10000");
+        }
+        if self.worker.checkpoint_delay > Duration::from_secs(1) {
+            return invalid("worker.checkpoint-delay must be at most 1s");
         }
         if self.worker.database_connections < 2 {
             return invalid("worker.database-connections must be at least 2");

@@ -4,12 +4,15 @@
 //! process runs [`Engine::run_worker`], which spawns:
 //! - the consumer (`worker.rs`): reads entries for its free slots, executes steps, commits
 //!   checkpoints, publishes successors, then acknowledges;
+//! - the group committer (`committer.rs`): commits the checkpoints of many attempts in one
+//!   transaction, publishes their successors in one round and acknowledges them with one XACK;
 //! - the lease keeper (`worker.rs`): renews the entries of running steps and cancels steps of
 //!   cancelled runs;
 //! - the maintenance loops (`maintenance.rs`): due-time poller, reclaimer, epoch watchdog
 //!   (rebuilds Redis from PostgreSQL), retention and stream trimming;
 //! - the cron scheduler (`scheduler.rs`): starts one run per schedule tick.
 
+mod committer;
 mod engine;
 mod maintenance;
 mod scheduler;

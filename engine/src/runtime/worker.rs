@@ -4,7 +4,9 @@
 //! The order for one entry is fixed (Architecture Invariant 2): execute → commit the
 //! checkpoint (with the successors it readies) → publish the successors → acknowledge. A crash
 //! anywhere leaves the entry pending; it is reclaimed and delivered again, and a delivery of a
-//! checkpointed step only re-publishes its successors.
+//! checkpointed step only re-publishes its successors. A successful attempt's checkpoint,
+//! publish and acknowledgement are done by the process's group committer (`committer.rs`),
+//! together with those of other attempts; the other acknowledgements also go through it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -18,6 +20,7 @@ use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
+use super::committer::{self, Checkpointed, Committer};
 use super::engine::{Engine, Error};
 use crate::ids::RunId;
 use crate::store::{Completed, Dispatch, Failure, Loaded, RunStatus};
@@ -36,6 +39,8 @@ pub(crate) struct Worker {
     hard_stop: CancellationToken,
     /// Nudges the watchdog when a read finds the group missing.
     pub(crate) redis_lost: tokio::sync::Notify,
+    /// Group-commits checkpoints and batches acknowledgements.
+    committer: Committer,
 }
 
 /// A consumer name unique to this process start (Architecture Invariant 4): a restarted
@@ -69,14 +74,27 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         .transport
         .reader(&consumer, engine.config.worker.read_block)
         .await?;
+    let (committer, requests) = Committer::new();
     let worker = Arc::new(Worker {
         engine: engine.clone(),
         consumer,
         in_flight: Arc::default(),
         hard_stop: CancellationToken::new(),
         redis_lost: tokio::sync::Notify::new(),
+        committer,
     });
     tracing::info!(consumer = %worker.consumer, concurrency = engine.config.worker.concurrency, "worker started");
+    // Stopped last: the step tasks and the maintenance loops acknowledge through it.
+    let committer_stop = CancellationToken::new();
+    let committer_task = tokio::spawn(committer::run(
+        worker.clone(),
+        requests,
+        committer::Policy {
+            batch: engine.config.worker.checkpoint_batch,
+            delay: engine.config.worker.checkpoint_delay,
+        },
+        committer_stop.clone(),
+    ));
 
     let background = CancellationToken::new();
     let mut loops = JoinSet::new();
@@ -167,6 +185,8 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
     }
     background.cancel();
     while loops.join_next().await.is_some() {}
+    committer_stop.cancel();
+    let _ = committer_task.await;
     reader.close().await;
     tracing::info!(consumer = %worker.consumer, "worker stopped");
     Ok(())
@@ -258,19 +278,45 @@ pub(crate) async fn dead_letter(worker: &Worker, entry: &Entry, kind: DeadLetter
     ack(worker, &entry.id).await;
 }
 
+/// Acknowledges an entry with the committer's next XACK (or at once if it has stopped).
 async fn ack(worker: &Worker, id: &str) {
-    if let Err(e) = worker.engine.transport.ack(&[id.to_owned()]).await {
-        // Harmless: the entry is reclaimed later and found checkpointed.
-        tracing::warn!(error = %e, entry = id, "acknowledgement failed");
+    if !worker.committer.ack(id).await {
+        ack_now(worker, &[id.to_owned()]).await;
+    }
+}
+
+/// Acknowledges entries with one XACK.
+pub(crate) async fn ack_now(worker: &Worker, ids: &[String]) {
+    if let Err(e) = worker.engine.transport.ack(ids).await {
+        // Harmless: the entries are reclaimed later and found checkpointed.
+        tracing::warn!(error = %e, count = ids.len(), "acknowledgement failed");
+    }
+}
+
+/// An error that may go away if the operation is tried again.
+trait Transient: std::fmt::Display {
+    fn is_transient(&self) -> bool;
+}
+
+impl Transient for crate::store::Error {
+    fn is_transient(&self) -> bool {
+        crate::store::Error::is_transient(self)
+    }
+}
+
+impl Transient for committer::Error {
+    fn is_transient(&self) -> bool {
+        committer::Error::is_transient(self)
     }
 }
 
 /// Retries a store operation through transient errors (PostgreSQL restarting) until it
 /// succeeds, a permanent error occurs, or the worker is hard-stopped.
-async fn patiently<T, F, Fut>(worker: &Worker, what: &str, mut op: F) -> Option<T>
+async fn patiently<T, E, F, Fut>(worker: &Worker, what: &str, mut op: F) -> Option<T>
 where
+    E: Transient,
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, crate::store::Error>>,
+    Fut: std::future::Future<Output = Result<T, E>>,
 {
     let mut backoff = patient_backoff();
     loop {
@@ -455,11 +501,22 @@ async fn handle(worker: &Worker, entry: Entry) {
     execute(worker, &entry, &msg, &workflow, step, loaded).await;
 }
 
+/// How an attempt's result was recorded, and what is left to do.
+enum Recorded {
+    /// Committed. `Some`: these steps are still to publish, then the entry to acknowledge (a
+    /// recorded failure); `None`: the committer did both.
+    Committed(Option<Vec<Dispatch>>),
+    /// Fenced; `acked`: the committer already acknowledged the entry.
+    Fenced { acked: bool },
+    /// The store stayed unavailable: the entry stays pending, to be reclaimed.
+    Unrecorded,
+}
+
 async fn execute(
     worker: &Worker,
     entry: &Entry,
     msg: &Message,
-    workflow: &Workflow,
+    workflow: &Arc<Workflow>,
     step: StepRef,
     loaded: Loaded,
 ) {
@@ -543,7 +600,7 @@ async fn execute(
     let store = worker.engine.store.clone();
     let checkpoint_span = tracing::info_span!(parent: &span, "workflow.checkpoint");
     let mut recorded = Outcome::Succeeded;
-    let outcome = match result {
+    let record = match result {
         Ok(output) => {
             span.record("workflow.step.outcome", "succeeded");
             let done = Completed {
@@ -554,11 +611,21 @@ async fn execute(
                 started_at,
                 worker: worker.consumer.clone(),
             };
-            patiently(worker, "committing a checkpoint", || {
-                store.complete(workflow, &done)
+            let committed = patiently(worker, "committing a checkpoint", || {
+                worker.committer.checkpoint(
+                    workflow.clone(),
+                    done.clone(),
+                    entry.id.clone(),
+                    span.clone(),
+                )
             })
             .instrument(checkpoint_span)
-            .await
+            .await;
+            match committed {
+                Some(Checkpointed::Committed { .. }) => Recorded::Committed(None),
+                Some(Checkpointed::Fenced) => Recorded::Fenced { acked: true },
+                None => Recorded::Unrecorded,
+            }
         }
         Err(error) => {
             let used = msg.attempt.saturating_sub(loaded.attempt_base);
@@ -611,7 +678,11 @@ async fn execute(
                     metrics::dead_lettered(DeadLetter::StepFailed);
                 }
             }
-            outcome
+            match outcome {
+                Some(Some(dispatch)) => Recorded::Committed(Some(dispatch)),
+                Some(None) => Recorded::Fenced { acked: false },
+                None => Recorded::Unrecorded,
+            }
         }
     };
     worker
@@ -619,16 +690,16 @@ async fn execute(
         .lock()
         .expect("in-flight lock")
         .remove(&entry.id);
-    let recorded = match outcome {
-        Some(Some(_)) => recorded,
-        Some(None) => Outcome::Fenced,
-        None => Outcome::Unrecorded,
+    let recorded = match record {
+        Recorded::Committed(_) => recorded,
+        Recorded::Fenced { .. } => Outcome::Fenced,
+        Recorded::Unrecorded => Outcome::Unrecorded,
     };
     metrics::step_finished(workflow.name(), &def.name, recorded, clock.elapsed());
-    match outcome {
+    match record {
         // Committed: publish what it readied, then acknowledge. (If publishing never
         // succeeds, the entry stays pending: its redelivery re-publishes the successors.)
-        Some(Some(dispatch))
+        Recorded::Committed(Some(dispatch))
             if publish(worker, &dispatch)
                 .instrument(
                     tracing::info_span!(parent: &span, "workflow.publish", count = dispatch.len()),
@@ -637,15 +708,17 @@ async fn execute(
         {
             ack(worker, &entry.id).await
         }
-        Some(Some(_)) => {}
+        Recorded::Committed(_) => {}
         // Fenced: a newer attempt owns the step, or it is already checkpointed or cancelled.
-        Some(None) => {
+        Recorded::Fenced { acked } => {
             span.record("workflow.step.outcome", "fenced");
             tracing::info!(parent: &span, run = %msg.run_id, step = %msg.step, attempt = msg.attempt, "attempt fenced: its result is discarded");
-            ack(worker, &entry.id).await;
+            if !acked {
+                ack(worker, &entry.id).await;
+            }
         }
         // The store stayed unavailable: leave the entry pending, to be reclaimed.
-        None => {}
+        Recorded::Unrecorded => {}
     }
 }
 

@@ -411,10 +411,17 @@ impl Store {
             return Ok(());
         }
         let (runs, steps, attempts) = columns(dispatched);
+        // The rows are locked in (run, step) order, as `complete_batch` locks them: two
+        // statements that change several runs' steps never wait for each other in a cycle.
         sqlx::query(
-            "UPDATE tributary_steps s SET status = 'ready', due_at = NULL, ready_at = now()
-             FROM unnest($1::uuid[], $2::text[], $3::int[]) AS d(run_id, step, attempt)
-             WHERE s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt AND s.status = 'waiting'",
+            "WITH l AS MATERIALIZED (
+                 SELECT s.run_id, s.step FROM tributary_steps s
+                 JOIN unnest($1::uuid[], $2::text[], $3::int[]) AS d(run_id, step, attempt)
+                   ON s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
+                 WHERE s.status = 'waiting'
+                 ORDER BY s.run_id, s.step FOR UPDATE OF s)
+             UPDATE tributary_steps s SET status = 'ready', due_at = NULL, ready_at = now()
+             FROM l WHERE s.run_id = l.run_id AND s.step = l.step AND s.status = 'waiting'",
         )
         .bind(runs)
         .bind(steps)
@@ -580,6 +587,122 @@ impl Store {
         }
         tx.commit().await.op("commit checkpoint")?;
         Ok(Some(with_trace(dispatch, trace.flatten())))
+    }
+
+    /// Commits the checkpoints of several attempts in one transaction (group commit): one
+    /// commit, so one WAL flush, for the whole batch. Returns, for each member in order, what
+    /// [`Store::complete`] would have returned: the steps to publish, or `None` when the attempt
+    /// was fenced. A fenced member never fails the batch; a query error fails all of it.
+    ///
+    /// The members are applied as if one after another in `(run, step)` order: the run rows are
+    /// locked first, all in run-id order (so two batches, or a batch and a single-run
+    /// transaction, can't deadlock), then the step rows, in `(run, step)` order, by one fenced
+    /// `UPDATE`; then each committed member's successors are readied with the others' updates
+    /// visible, so a fan-in whose dependencies complete in the same batch is readied once and a
+    /// run whose last steps complete together finishes once. Two members for the same attempt
+    /// of the same step: the first commits, the other is fenced.
+    ///
+    /// # Errors
+    /// A query error; nothing is committed then.
+    pub async fn complete_batch(
+        &self,
+        batch: &[(&Workflow, &Completed)],
+    ) -> Result<Vec<Option<Vec<Dispatch>>>, Error> {
+        if batch.is_empty() {
+            return Ok(Vec::new());
+        }
+        let mut tx = self.pool.begin().await.op("begin checkpoint")?;
+        let mut runs: Vec<uuid::Uuid> = batch.iter().map(|(_, d)| d.run_id.0).collect();
+        runs.sort_unstable();
+        runs.dedup();
+        let locked: Vec<(uuid::Uuid, String, Option<String>)> = sqlx::query_as(
+            "SELECT run_id, status, trace_context FROM tributary_runs
+             WHERE run_id = ANY($1) ORDER BY run_id FOR UPDATE",
+        )
+        .bind(&runs)
+        .fetch_all(&mut *tx)
+        .await
+        .op("lock runs")?;
+        let mut run_state: HashMap<uuid::Uuid, (RunStatus, Option<String>)> = HashMap::new();
+        for (id, status, trace) in locked {
+            run_state.insert(id, (RunStatus::parse(&status)?, trace));
+        }
+        // The fenced update, set-based. The rows to change are locked first in (run, step)
+        // order (a MATERIALIZED CTE with ORDER BY … FOR UPDATE), the same order as
+        // `mark_ready`, the other statement that changes several runs' steps at once.
+        let updated: Vec<(uuid::Uuid, String, i32)> = sqlx::query_as(
+            "WITH d AS MATERIALIZED (
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::timestamptz[])
+                     AS d(run_id, step, attempt, output, started_at)),
+             l AS MATERIALIZED (
+                 SELECT s.run_id, s.step FROM tributary_steps s
+                 JOIN d ON s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
+                 WHERE s.status IN ('waiting', 'ready')
+                 ORDER BY s.run_id, s.step FOR UPDATE OF s)
+             UPDATE tributary_steps s SET status = 'completed', output = d.output, error = NULL,
+                    due_at = NULL, started_at = d.started_at, finished_at = now()
+             FROM d, l
+             WHERE s.run_id = l.run_id AND s.step = l.step
+               AND s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
+               AND s.status IN ('waiting', 'ready')
+             RETURNING s.run_id, s.step, s.attempt",
+        )
+        .bind(batch.iter().map(|(_, d)| d.run_id.0).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, d)| d.step.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, d)| d.attempt as i32).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, d)| d.output.clone()).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, d)| d.started_at).collect::<Vec<_>>())
+        .fetch_all(&mut *tx)
+        .await
+        .op("commit checkpoints")?;
+        let mut updated: std::collections::HashSet<(uuid::Uuid, String, i32)> =
+            updated.into_iter().collect();
+        // The members that committed, in (run, step) order; a later duplicate of a committed
+        // attempt finds it taken and is fenced, as it would be one transaction later.
+        let mut order: Vec<usize> = (0..batch.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (a, b) = (batch[a].1, batch[b].1);
+            (a.run_id.0, &a.step).cmp(&(b.run_id.0, &b.step))
+        });
+        let committed: Vec<usize> = order
+            .into_iter()
+            .filter(|&i| {
+                let d = batch[i].1;
+                updated.remove(&(d.run_id.0, d.step.clone(), d.attempt as i32))
+            })
+            .collect();
+        if !committed.is_empty() {
+            sqlx::query(
+                "INSERT INTO tributary_events (run_id, step, attempt, kind, detail)
+                 SELECT r, s, a, 'step_completed', w FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS t(r, s, a, w)",
+            )
+            .bind(committed.iter().map(|&i| batch[i].1.run_id.0).collect::<Vec<_>>())
+            .bind(committed.iter().map(|&i| batch[i].1.step.clone()).collect::<Vec<_>>())
+            .bind(committed.iter().map(|&i| batch[i].1.attempt as i32).collect::<Vec<_>>())
+            .bind(committed.iter().map(|&i| batch[i].1.worker.clone()).collect::<Vec<_>>())
+            .execute(&mut *tx)
+            .await
+            .op("record step completions")?;
+        }
+        let mut results: Vec<Option<Vec<Dispatch>>> = vec![None; batch.len()];
+        for i in committed {
+            let (workflow, done) = batch[i];
+            let mut dispatch = Vec::new();
+            let state = run_state.get_mut(&done.run_id.0);
+            let trace = state.as_ref().and_then(|(_, t)| t.clone());
+            if let Some((status, _)) = state
+                && *status == RunStatus::Running
+                && let Some(step) = workflow.resolve(&done.step)
+                && advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?
+            {
+                // Later members of this run see it finished, as they would have one
+                // transaction later.
+                *status = RunStatus::Succeeded;
+            }
+            results[i] = Some(with_trace(dispatch, trace));
+        }
+        tx.commit().await.op("commit checkpoints")?;
+        Ok(results)
     }
 
     /// Records a failed attempt: a retry as due-time state, or the step's (and run's) failure.
@@ -933,14 +1056,16 @@ async fn event(
 
 /// After `done` completed: readies the successors whose dependencies have all completed,
 /// joins a map step whose items are all done, and finishes the run when every step is done.
+/// Returns whether it finished the run.
 async fn advance(
     tx: &mut PgConnection,
     workflow: &Workflow,
     run_id: RunId,
     done: StepRef,
     dispatch: &mut Vec<Dispatch>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     // Iterative, not recursive: a join or an empty map can complete further steps.
+    let mut finished = false;
     let mut completed = vec![done];
     while let Some(done) = completed.pop() {
         let index = match done {
@@ -1002,11 +1127,11 @@ async fn advance(
                 });
             }
         }
-        if workflow.successors(index).is_empty() {
-            finish_if_done(tx, workflow, run_id, dispatch).await?;
+        if workflow.successors(index).is_empty() && !finished {
+            finished = finish_if_done(tx, workflow, run_id, dispatch).await?;
         }
     }
-    Ok(())
+    Ok(finished)
 }
 
 /// Creates one child row per item of the map step's list. Returns `true` when the list was
@@ -1134,12 +1259,13 @@ async fn join_map(
     Ok(joined.rows_affected() > 0)
 }
 
+/// Finishes the run when every graph step has completed. Returns whether it did.
 async fn finish_if_done(
     tx: &mut PgConnection,
     workflow: &Workflow,
     run_id: RunId,
     dispatch: &mut Vec<Dispatch>,
-) -> Result<(), Error> {
+) -> Result<bool, Error> {
     let names: Vec<&str> = workflow
         .graph_steps()
         .map(|(_, s)| s.name.as_str())
@@ -1153,7 +1279,7 @@ async fn finish_if_done(
     .await
     .op("count completed steps")?;
     if done < names.len() as i64 {
-        return Ok(());
+        return Ok(false);
     }
     let output: Value = match workflow.output {
         Source::Input => sqlx::query_scalar("SELECT input FROM tributary_runs WHERE run_id = $1")
@@ -1179,7 +1305,8 @@ async fn finish_if_done(
         None,
         dispatch,
     )
-    .await
+    .await?;
+    Ok(true)
 }
 
 async fn finish_run(
