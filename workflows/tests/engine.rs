@@ -798,3 +798,38 @@ async fn trimming_removes_acknowledged_entries_only() {
     assert_eq!(engine.wait(unread, WAIT).await.unwrap().status, "succeeded");
     worker.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_sees_how_many_attempts_it_has_left_counted_from_the_last_manual_retry() {
+    let seen = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let record = seen.clone();
+    let mut wf = Workflow::builder::<u32>("countdown", 1);
+    wf.defaults(
+        StepOptions::default()
+            .retry(RetryPolicy::attempts(3).initial_delay(Duration::from_millis(20))),
+    );
+    let input = wf.input();
+    let out = wf.step("count", &input, move |ctx: StepContext, _: u32| {
+        let record = record.clone();
+        async move {
+            record
+                .lock()
+                .unwrap()
+                .push((ctx.attempt(), ctx.attempts_left()));
+            Err::<u32, _>(StepError::retryable("not yet"))
+        }
+    });
+    let fx = Fixture::only(wf.build(&out).unwrap()).await;
+    let view = finish(&fx.engine, "countdown", json!(0)).await;
+    assert_eq!(view.status, "failed");
+    assert_eq!(*seen.lock().unwrap(), [(1, 2), (2, 1), (3, 0)]);
+
+    fx.engine.retry(view.run_id).await.unwrap();
+    let view = fx.engine.wait(view.run_id, WAIT).await.unwrap();
+    assert_eq!(view.status, "failed");
+    assert_eq!(
+        seen.lock().unwrap()[3..],
+        [(4, 2), (5, 1), (6, 0)],
+        "a manual retry restores the budget"
+    );
+}

@@ -560,6 +560,12 @@ async fn execute(
                 workflow: Arc::from(workflow.name()),
                 step: Arc::from(msg.step.as_str()),
                 attempt: msg.attempt,
+                attempts_left: def
+                    .options
+                    .retry
+                    .max_attempts
+                    .get()
+                    .saturating_sub(msg.attempt.saturating_sub(loaded.attempt_base)),
                 item: match step {
                     StepRef::MapItem(_, item) => Some(item),
                     _ => None,

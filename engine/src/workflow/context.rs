@@ -17,6 +17,7 @@ pub struct StepContext {
     pub(crate) workflow: Arc<str>,
     pub(crate) step: Arc<str>,
     pub(crate) attempt: Attempt,
+    pub(crate) attempts_left: u32,
     pub(crate) item: Option<usize>,
     pub(crate) cancel: CancellationToken,
     pub(crate) resources: Arc<Resources>,
@@ -30,6 +31,7 @@ impl StepContext {
             workflow: Arc::from("detached"),
             step: Arc::from(step),
             attempt: 1,
+            attempts_left: 0,
             item: None,
             cancel: CancellationToken::new(),
             resources: Arc::default(),
@@ -60,6 +62,14 @@ impl StepContext {
     /// This attempt's number, from 1.
     pub fn attempt(&self) -> Attempt {
         self.attempt
+    }
+
+    /// How many more attempts the retry policy allows if this one fails retryably: 0 on the
+    /// last attempt (counted from the run's last manual retry, so `tributary retry` gives a
+    /// step its full policy again). A step that should give up gracefully, say by recording
+    /// what is missing instead of failing, checks it. 0 for a detached context.
+    pub fn attempts_left(&self) -> u32 {
+        self.attempts_left
     }
 
     /// For an item of a map step, its index in the mapped list.

@@ -42,8 +42,8 @@
 //! (`SELECT batch_at FROM gdelt_batches WHERE status = 'skipped'` lists them). A loaded batch is
 //! never turned back into a skipped one. Other retryable failures (5xx, network: already
 //! retried a few times by the HTTP layer) wait the same way, and fail the run when they last.
-//! The last attempt is recognised from [`StepContext::attempt`]; a run retried by hand continues
-//! counting, so after `tributary retry` a batch still missing is recorded as skipped at once.
+//! The last attempt is recognised from [`StepContext::attempts_left`], which counts from the
+//! run's last manual retry, so `tributary retry` gives a missing batch its full set of attempts.
 //!
 //! **Corrupt data fails loudly.** A body that is not a zip, a zip without the export member, or
 //! a value that does not parse in a kept row is a fatal [`ParseError`] naming the batch, the
@@ -704,18 +704,17 @@ pub async fn load(ctx: StepContext, batch: Batch) -> Result<BatchOutcome, StepEr
     let settings: Settings = ing.settings(SOURCE)?;
     let name = stamp(batch.at);
     let attempt = ctx.attempt();
+    let left = ctx.attempts_left();
     let body = match ing.get_bytes(SOURCE, &batch.url, &[]).await {
         Ok((body, _)) => body,
-        Err(e) if is_not_found(&e) && attempt < LOAD_ATTEMPTS => {
+        Err(e) if is_not_found(&e) && left > 0 => {
             return Err(StepError::retryable_after(
-                format!(
-                    "batch {name} is not published (yet): {e}; attempt {attempt} of {LOAD_ATTEMPTS}"
-                ),
+                format!("batch {name} is not published (yet): {e}; {left} more attempts"),
                 backoff(&settings, attempt),
             ));
         }
         Err(e) if is_not_found(&e) => {
-            let reason = format!("still missing after {LOAD_ATTEMPTS} attempts: {e}");
+            let reason = format!("still missing after {attempt} attempts: {e}");
             tracing::warn!(batch = %name, %reason, "gdelt batch recorded as skipped");
             return record_skipped(&ctx, &ing, &batch, reason).await;
         }
