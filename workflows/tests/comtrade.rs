@@ -3,17 +3,13 @@
 //! (malformed records, an `error` in a 200, truncation, throttling, a spent quota, 5xx, a bad
 //! key).
 
-// The tests set the subscription key's environment variable once, before any thread reads it.
-#![allow(unsafe_code)]
-
 mod support;
 
 use std::collections::BTreeSet;
-use std::sync::Once;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use support::{SourceFixture, assert_failed_with, assert_succeeded};
+use support::{SourceFixture, assert_failed_with};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, MockBuilder, ResponseTemplate};
 
@@ -21,22 +17,15 @@ use wiremock::{Mock, MockBuilder, ResponseTemplate};
 /// PostgreSQL means it leaked.
 const KEY: &str = "c0ffee00c4a4a7c0ffee00c4a4a7beef";
 
-static INIT: Once = Once::new();
-
-fn init() {
-    INIT.call_once(|| {
-        // SAFETY: called once per test binary before any fixture starts, so no other thread
-        // reads the environment concurrently; the value never changes afterwards.
-        unsafe { std::env::set_var("TRIBUTARY_SECRET_COMTRADE_SUBSCRIPTION_KEY", KEY) };
-    });
+/// Passes the subscription key as an operator would (first, before anything starts), then
+/// starts a fixture with `extra` in its settings.
+async fn start(extra: &str) -> SourceFixture {
+    support::set_secret_env("TRIBUTARY_SECRET_COMTRADE_SUBSCRIPTION_KEY", KEY);
+    SourceFixture::start(|uri| settings(uri, extra)).await
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!(
-        "{}/tests/fixtures/comtrade/{name}",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists")).expect("JSON")
+    support::json_fixture("comtrade", name)
 }
 
 /// `[sources.comtrade]` against the mock, from 2012 unless `extra` says otherwise.
@@ -88,70 +77,76 @@ fn asked(query: Query, period: &str) -> MockBuilder {
     }
 }
 
-/// Serves one (query, period) from a fixture, expecting `times` calls.
-async fn serve(fx: &SourceFixture, query: Query, period: &str, body: &str, times: u64) {
+/// Answers one (query, period) with `response`, expecting `times` calls.
+async fn answer(
+    fx: &SourceFixture,
+    query: Query,
+    period: &str,
+    response: ResponseTemplate,
+    times: u64,
+) {
     asked(query, period)
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture(body)))
+        .respond_with(response)
         .expect(times)
         .mount(&fx.mock)
         .await;
 }
 
+/// As [`answer`], for the first `times` calls only: later ones fall through to the mocks
+/// mounted after it (a failure that a retry gets past).
+async fn answer_first(
+    fx: &SourceFixture,
+    query: Query,
+    period: &str,
+    response: ResponseTemplate,
+    times: u64,
+) {
+    asked(query, period)
+        .respond_with(response)
+        .up_to_n_times(times)
+        .expect(times)
+        .mount(&fx.mock)
+        .await;
+}
+
+/// Serves one (query, period) from a fixture, expecting `times` calls.
+async fn serve(fx: &SourceFixture, query: Query, period: &str, body: &str, times: u64) {
+    let response = ResponseTemplate::new(200).set_body_json(fixture(body));
+    answer(fx, query, period, response, times).await;
+}
+
 /// Serves 2012-2014: Venezuela reported 2012 and 2013 (10 records) but not 2014; its
-/// partners reported all three (15 records).
+/// partners reported all three (15 records). `times` are the calls expected of each, in this
+/// order; 0 leaves that one to the test.
 async fn serve_2012_to_2014(fx: &SourceFixture, times: [u64; 6]) {
-    serve(
-        fx,
-        Query::Reporter,
-        "2012",
-        "get_reporter_ven_2012.json",
-        times[0],
-    )
-    .await;
-    serve(
-        fx,
-        Query::Reporter,
-        "2013",
-        "get_reporter_ven_2013.json",
-        times[1],
-    )
-    .await;
-    serve(fx, Query::Reporter, "2014", "get_empty.json", times[2]).await;
-    serve(
-        fx,
-        Query::Mirror,
-        "2012",
-        "get_mirror_ven_2012.json",
-        times[3],
-    )
-    .await;
-    serve(
-        fx,
-        Query::Mirror,
-        "2013",
-        "get_mirror_ven_2013.json",
-        times[4],
-    )
-    .await;
-    serve(
-        fx,
-        Query::Mirror,
-        "2014",
-        "get_mirror_ven_2014.json",
-        times[5],
-    )
-    .await;
+    let answers = [
+        (Query::Reporter, "2012", "get_reporter_ven_2012.json"),
+        (Query::Reporter, "2013", "get_reporter_ven_2013.json"),
+        (Query::Reporter, "2014", "get_empty.json"),
+        (Query::Mirror, "2012", "get_mirror_ven_2012.json"),
+        (Query::Mirror, "2013", "get_mirror_ven_2013.json"),
+        (Query::Mirror, "2014", "get_mirror_ven_2014.json"),
+    ];
+    for ((query, period, body), times) in answers.into_iter().zip(times) {
+        if times > 0 {
+            serve(fx, query, period, body, times).await;
+        }
+    }
+}
+
+/// Serves 2014 alone, once each: Venezuela reported nothing, its partners 4 records.
+async fn serve_2014(fx: &SourceFixture) {
+    serve(fx, Query::Reporter, "2014", "get_empty.json", 1).await;
+    serve(fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
 }
 
 /// Every row's key and updated_at, to show that a re-run touched nothing.
-async fn snapshot(fx: &SourceFixture) -> Vec<(String, i32, i32, String, DateTime<Utc>)> {
-    sqlx::query_as(
-        "SELECT period, reporter_code, partner_code, flow_code, updated_at FROM comtrade_flows
-         ORDER BY 1, 2, 3, 4",
+async fn snapshot(fx: &SourceFixture) -> Vec<(String, DateTime<Utc>)> {
+    fx.snapshot(
+        "comtrade_flows",
+        "period, reporter_code, partner_code, flow_code",
     )
-    .fetch_all(&fx.db)
     .await
-    .expect("snapshot")
 }
 
 /// (query, period, records) of the loaded periods.
@@ -160,22 +155,6 @@ async fn loaded(fx: &SourceFixture) -> Vec<(String, String, i32)> {
         .fetch_all(&fx.db)
         .await
         .expect("loaded periods")
-}
-
-/// Rows of runs, steps, events and cursors whose text contains `needle`.
-async fn mentions(fx: &SourceFixture, needle: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (
-             SELECT r::text AS t FROM tributary_runs r
-             UNION ALL SELECT s::text FROM tributary_steps s
-             UNION ALL SELECT e::text FROM tributary_events e
-             UNION ALL SELECT c::text FROM ingest_cursors c
-         ) x WHERE strpos(t, $1) > 0",
-    )
-    .bind(needle)
-    .fetch_one(&fx.db)
-    .await
-    .expect("search")
 }
 
 /// The retries recorded in the run's audit trail.
@@ -189,12 +168,10 @@ fn retries(view: &tributary::store::RunView) -> Vec<String> {
 
 #[tokio::test]
 async fn comtrade_loads_venezuelas_own_and_mirror_flows_for_each_period() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "")).await;
+    let fx = start("").await;
     serve_2012_to_2014(&fx, [1; 6]).await;
 
-    let view = fx.run("comtrade", window_2015()).await;
-    assert_succeeded(&view);
+    fx.run_ok("comtrade", window_2015()).await;
     assert_eq!(fx.count("comtrade_flows").await, 25);
     // A US import from Venezuela: CIF value, no FOB value (NULL), weight in kg.
     let (primary, fob, cif, wgt, ref_date, month): (
@@ -260,8 +237,7 @@ async fn comtrade_loads_venezuelas_own_and_mirror_flows_for_each_period() {
 
 #[tokio::test]
 async fn comtrade_second_run_skips_periods_already_loaded() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "refresh-periods = 1")).await;
+    let fx = start("refresh-periods = 1").await;
     // The second run's window adds 2015. It asks for 2015 (new), and again for Venezuela's
     // 2014 (empty the first time); loaded periods are skipped.
     serve_2012_to_2014(&fx, [1, 1, 2, 1, 1, 1]).await;
@@ -272,21 +248,13 @@ async fn comtrade_second_run_skips_periods_already_loaded() {
         record["refYear"] = json!(2015);
         record["refPeriodId"] = json!(20150101);
     }
-    asked(Query::Mirror, "2015")
-        .respond_with(ResponseTemplate::new(200).set_body_json(mirror_2015))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let mirror_2015 = ResponseTemplate::new(200).set_body_json(mirror_2015);
+    answer(&fx, Query::Mirror, "2015", mirror_2015, 1).await;
 
-    assert_succeeded(&fx.run("comtrade", window_2015()).await);
+    fx.run_ok("comtrade", window_2015()).await;
     let before = snapshot(&fx).await;
-    let view = fx
-        .run(
-            "comtrade",
-            json!({"start": "2016-02-05T06:00:00Z", "end": "2016-03-05T06:00:00Z"}),
-        )
-        .await;
-    assert_succeeded(&view);
+    let window_2016 = json!({"start": "2016-02-05T06:00:00Z", "end": "2016-03-05T06:00:00Z"});
+    fx.run_ok("comtrade", window_2016).await;
     assert_eq!(fx.count("comtrade_flows").await, 29);
     let after = snapshot(&fx).await;
     assert!(
@@ -299,16 +267,14 @@ async fn comtrade_second_run_skips_periods_already_loaded() {
 
 #[tokio::test]
 async fn comtrade_rerunning_the_same_window_adds_and_changes_nothing() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "")).await;
+    let fx = start("").await;
     // The two most recent periods are asked again (partners revise them); 2012 is not.
     serve_2012_to_2014(&fx, [1, 2, 2, 1, 2, 2]).await;
 
-    assert_succeeded(&fx.run("comtrade", window_2015()).await);
+    fx.run_ok("comtrade", window_2015()).await;
     let before = snapshot(&fx).await;
     let loaded_before = loaded(&fx).await;
-    let view = fx.run("comtrade", window_2015()).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("comtrade", window_2015()).await;
     assert_eq!(snapshot(&fx).await, before);
     assert_eq!(loaded(&fx).await, loaded_before);
     let output = view.output.expect("output");
@@ -323,49 +289,36 @@ async fn comtrade_rerunning_the_same_window_adds_and_changes_nothing() {
 
 #[tokio::test]
 async fn comtrade_malformed_record_is_fatal_names_the_record_and_field_and_writes_nothing() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "")).await;
-    serve(
-        &fx,
-        Query::Reporter,
-        "2012",
-        "get_reporter_ven_2012.json",
-        1,
-    )
-    .await;
-    serve(
-        &fx,
-        Query::Reporter,
-        "2013",
-        "get_reporter_ven_2013.json",
-        1,
-    )
-    .await;
-    serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
-    serve(&fx, Query::Mirror, "2012", "get_mirror_ven_2012.json", 1).await;
-    serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
+    let fx = start("").await;
+    serve_2012_to_2014(&fx, [1, 1, 1, 1, 0, 1]).await;
     let mut bad = fixture("get_mirror_ven_2013.json");
     bad["data"][1]["primaryValue"] = json!("13,200,000,000");
-    asked(Query::Mirror, "2013")
-        .respond_with(ResponseTemplate::new(200).set_body_json(bad))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    answer(
+        &fx,
+        Query::Mirror,
+        "2013",
+        ResponseTemplate::new(200).set_body_json(bad),
+        1,
+    )
+    .await;
 
     let view = fx.run("comtrade", window_2015()).await;
     assert_failed_with(
         &view,
         &format!("record {MIRROR} period 2013 data[1]: field primaryValue"),
     );
-    assert_eq!(fx.count("comtrade_flows").await, 0, "nothing half-written");
-    assert_eq!(fx.count("comtrade_loaded_periods").await, 0);
-    assert_eq!(fx.count("ingest_cursors").await, 0);
+    // Nothing half-written.
+    fx.assert_empty(&[
+        "comtrade_flows",
+        "comtrade_loaded_periods",
+        "ingest_cursors",
+    ])
+    .await;
 }
 
 #[tokio::test]
 async fn comtrade_error_in_a_200_answer_is_fatal_with_the_apis_words() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
+    let fx = start("start-year = 2014").await;
     asked(Query::Reporter, "2014")
         .respond_with(ResponseTemplate::new(200).set_body_json(json!({
             "elapsedTime": "0.01 secs", "count": 0, "data": null, "error": "Invalid cmdCode: TOTAL2"
@@ -375,22 +328,19 @@ async fn comtrade_error_in_a_200_answer_is_fatal_with_the_apis_words() {
     serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
     let view = fx.run("comtrade", window_2015()).await;
     assert_failed_with(&view, "the API says: Invalid cmdCode: TOTAL2");
-    assert_eq!(fx.count("comtrade_flows").await, 0, "nothing half-written");
+    // Nothing half-written.
+    fx.assert_empty(&["comtrade_flows"]).await;
 }
 
 #[tokio::test]
 async fn comtrade_html_where_json_was_expected_is_fatal_and_quoted() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
+    let fx = start("start-year = 2014").await;
     serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
-    asked(Query::Mirror, "2014")
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<html><head><title>Service Unavailable</title></head><body>Gateway maintenance</body></html>",
-            "text/html",
-        ))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let html = ResponseTemplate::new(200).set_body_raw(
+        "<html><head><title>Service Unavailable</title></head><body>Gateway maintenance</body></html>",
+        "text/html",
+    );
+    answer(&fx, Query::Mirror, "2014", html, 1).await;
     let view = fx.run("comtrade", window_2015()).await;
     assert_failed_with(&view, "Gateway maintenance");
     assert_eq!(fx.count("comtrade_loaded_periods").await, 0);
@@ -398,10 +348,8 @@ async fn comtrade_html_where_json_was_expected_is_fatal_and_quoted() {
 
 #[tokio::test]
 async fn comtrade_truncated_answer_is_fatal_and_asks_for_a_narrower_query() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014\nmax-records = 4")).await;
-    serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
-    serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
+    let fx = start("start-year = 2014\nmax-records = 4").await;
+    serve_2014(&fx).await;
     let view = fx.run("comtrade", window_2015()).await;
     assert_failed_with(&view, "truncated; narrow the query");
     assert_eq!(fx.count("comtrade_flows").await, 0);
@@ -409,20 +357,13 @@ async fn comtrade_truncated_answer_is_fatal_and_asks_for_a_narrower_query() {
 
 #[tokio::test]
 async fn comtrade_throttle_without_retry_after_is_retried_after_the_seconds_it_names() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
-    serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
+    let fx = start("start-year = 2014").await;
     // More 429s than the HTTP layer's own attempts: the step itself must fail retryably.
-    asked(Query::Mirror, "2014")
-        .respond_with(ResponseTemplate::new(429).set_body_json(fixture("429.json")))
-        .up_to_n_times(4)
-        .expect(4)
-        .mount(&fx.mock)
-        .await;
-    serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
+    let throttled = ResponseTemplate::new(429).set_body_json(fixture("429.json"));
+    answer_first(&fx, Query::Mirror, "2014", throttled, 4).await;
+    serve_2014(&fx).await;
 
-    let view = fx.run("comtrade", window_2015()).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("comtrade", window_2015()).await;
     assert_eq!(fx.count("comtrade_flows").await, 4);
     let retries = retries(&view);
     assert!(
@@ -433,46 +374,27 @@ async fn comtrade_throttle_without_retry_after_is_retried_after_the_seconds_it_n
 
 #[tokio::test]
 async fn comtrade_429_with_retry_after_and_a_5xx_are_retried_then_succeed() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
-    asked(Query::Reporter, "2014")
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "1")
-                .set_body_json(fixture("429.json")),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
-    asked(Query::Mirror, "2014")
-        .respond_with(ResponseTemplate::new(502).set_body_raw("", "text/html"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
-    serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
+    let fx = start("start-year = 2014").await;
+    let throttled = ResponseTemplate::new(429)
+        .insert_header("Retry-After", "1")
+        .set_body_json(fixture("429.json"));
+    answer_first(&fx, Query::Reporter, "2014", throttled, 1).await;
+    let gateway = ResponseTemplate::new(502).set_body_raw("", "text/html");
+    answer_first(&fx, Query::Mirror, "2014", gateway, 2).await;
+    serve_2014(&fx).await;
 
-    assert_succeeded(&fx.run("comtrade", window_2015()).await);
+    fx.run_ok("comtrade", window_2015()).await;
     assert_eq!(fx.count("comtrade_flows").await, 4);
 }
 
 #[tokio::test]
 async fn comtrade_spent_quota_is_retried_when_the_quota_is_replenished() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
-    serve(&fx, Query::Reporter, "2014", "get_empty.json", 1).await;
-    asked(Query::Mirror, "2014")
-        .respond_with(ResponseTemplate::new(403).set_body_json(fixture("403_quota.json")))
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    serve(&fx, Query::Mirror, "2014", "get_mirror_ven_2014.json", 1).await;
+    let fx = start("start-year = 2014").await;
+    let spent = ResponseTemplate::new(403).set_body_json(fixture("403_quota.json"));
+    answer_first(&fx, Query::Mirror, "2014", spent, 1).await;
+    serve_2014(&fx).await;
 
-    let view = fx.run("comtrade", window_2015()).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("comtrade", window_2015()).await;
     assert_eq!(fx.count("comtrade_flows").await, 4);
     let retries = retries(&view);
     assert!(
@@ -486,8 +408,7 @@ async fn comtrade_spent_quota_is_retried_when_the_quota_is_replenished() {
 #[tokio::test]
 async fn comtrade_bad_subscription_key_is_fatal_with_the_apis_message_and_the_key_is_stored_nowhere()
  {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "start-year = 2014")).await;
+    let fx = start("start-year = 2014").await;
     Mock::given(path("/data/v1/get/C/A/HS"))
         .respond_with(ResponseTemplate::new(401).set_body_json(fixture("401.json")))
         .mount(&fx.mock)
@@ -498,10 +419,6 @@ async fn comtrade_bad_subscription_key_is_fatal_with_the_apis_message_and_the_ke
         "Access denied due to invalid subscription key. Make sure to provide a valid key",
     );
     assert_failed_with(&view, "subscription-key=***");
-    assert_eq!(
-        mentions(&fx, KEY).await,
-        0,
-        "the key leaked into PostgreSQL"
-    );
+    assert_eq!(fx.mentions(KEY).await, 0, "the key leaked into PostgreSQL");
     assert_eq!(fx.count("comtrade_flows").await, 0);
 }

@@ -2,17 +2,13 @@
 //! per-series cursor, idempotent re-runs, errors (malformed pages, throttling, 5xx, a bad key)
 //! and, end to end, a cron tick that starts a run.
 
-// The tests set the API key's environment variable once, before any thread reads it.
-#![allow(unsafe_code)]
-
 mod support;
 
-use std::sync::Once;
 use std::time::Duration;
 
 use chrono::{DateTime, Utc};
 use serde_json::{Value, json};
-use support::{SourceFixture, WAIT, assert_failed_with, assert_succeeded};
+use support::{SourceFixture, WAIT, assert_failed_with};
 use tributary::testing::eventually;
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
@@ -21,20 +17,53 @@ use wiremock::{Mock, ResponseTemplate};
 /// anything else, so that finding it in PostgreSQL means it leaked.
 const KEY: &str = "c4n4ryf4edk3y0000000000000000042";
 
-static INIT: Once = Once::new();
-
+/// Passes the API key as an operator would; every test calls it first (most through [`start`]).
 fn init() {
-    INIT.call_once(|| {
-        // SAFETY: called once per test binary before any fixture starts, so no other thread
-        // reads the environment concurrently; the value never changes afterwards.
-        unsafe { std::env::set_var("TRIBUTARY_SECRET_FRED_API_KEY", KEY) };
-    });
+    support::set_secret_env("TRIBUTARY_SECRET_FRED_API_KEY", KEY);
+}
+
+/// Passes the API key ([`init`]), then starts a fixture with `extra` in its settings.
+async fn start(extra: &str) -> SourceFixture {
+    init();
+    SourceFixture::start(|uri| settings(uri, extra)).await
 }
 
 fn fixture(name: &str) -> Value {
-    let path = format!("{}/tests/fixtures/fred/{name}", env!("CARGO_MANIFEST_DIR"));
-    serde_json::from_str(&std::fs::read_to_string(&path).expect("fixture exists")).expect("JSON")
+    support::json_fixture("fred", name)
 }
+
+/// A 200 answer with the JSON fixture `name`.
+fn ok(name: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_json(fixture(name))
+}
+
+/// Page 1 of DCOILWTICO as the whole series: its 5 observations, `"."` and all.
+fn wti_page1_alone() -> Value {
+    let mut page = fixture("observations_dcoilwtico_page1.json");
+    page["count"] = json!(5);
+    page
+}
+
+/// Answers the observations of `series` with `response`: every call when `times` is `None`,
+/// else the first `times` calls only, expecting as many.
+async fn answer_series(
+    fx: &SourceFixture,
+    series: &str,
+    response: ResponseTemplate,
+    times: Option<u64>,
+) {
+    let mock = Mock::given(path(OBS))
+        .and(query_param("series_id", series))
+        .respond_with(response);
+    let mock = match times {
+        Some(n) => mock.up_to_n_times(n).expect(n),
+        None => mock,
+    };
+    mock.mount(&fx.mock).await;
+}
+
+/// Settings of the two-series tests: Brent first, then WTI, from 2000.
+const BOTH_SETTINGS: &str = "series = [\"DCOILBRENTEU\", \"DCOILWTICO\"]\nstart = \"2000-01-01\"";
 
 fn settings(uri: &str, extra: &str) -> String {
     format!("[sources.fred]\nbase-url = \"{uri}/fred\"\n{extra}\n")
@@ -54,10 +83,7 @@ async fn mount_wti_pages(fx: &SourceFixture, times: u64) {
             .and(query_param("api_key", KEY))
             .and(query_param("limit", "5"))
             .and(query_param("offset", offset))
-            .respond_with(
-                ResponseTemplate::new(200)
-                    .set_body_json(fixture(&format!("observations_dcoilwtico_page{page}.json"))),
-            )
+            .respond_with(ok(&format!("observations_dcoilwtico_page{page}.json")))
             .expect(times)
             .mount(&fx.mock)
             .await;
@@ -77,38 +103,26 @@ async fn value(fx: &SourceFixture, series: &str, date: &str) -> Option<String> {
     .expect("the row exists")
 }
 
-/// Every row's (series, date, updated_at), to show that a re-run touched nothing.
-async fn snapshot(fx: &SourceFixture) -> Vec<(String, String, DateTime<Utc>)> {
-    sqlx::query_as("SELECT series_id, date::text, updated_at FROM fred_observations ORDER BY 1, 2")
-        .fetch_all(&fx.db)
-        .await
-        .expect("snapshot")
+/// Every row's ("series/date", updated_at), to show that a re-run touched nothing.
+async fn snapshot(fx: &SourceFixture) -> Vec<(String, DateTime<Utc>)> {
+    fx.snapshot("fred_observations", "series_id, date").await
 }
 
-/// Rows of runs, steps, events and cursors whose text contains `needle`.
-async fn mentions(fx: &SourceFixture, needle: &str) -> i64 {
-    sqlx::query_scalar(
-        "SELECT count(*) FROM (
-             SELECT r::text AS t FROM tributary_runs r
-             UNION ALL SELECT s::text FROM tributary_steps s
-             UNION ALL SELECT e::text FROM tributary_events e
-             UNION ALL SELECT c::text FROM ingest_cursors c
-         ) x WHERE strpos(t, $1) > 0",
-    )
-    .bind(needle)
-    .fetch_one(&fx.db)
-    .await
-    .expect("search")
+/// Runs `fred` expecting it to fail with each of `errors`, the key stored nowhere.
+async fn assert_fails_without_leaking_the_key(fx: &SourceFixture, errors: &[&str]) {
+    let view = fx.run("fred", json!({})).await;
+    for error in errors {
+        assert_failed_with(&view, error);
+    }
+    assert_eq!(fx.mentions(KEY).await, 0, "the key leaked into PostgreSQL");
 }
 
 #[tokio::test]
 async fn fred_pages_through_every_observation_storing_dots_as_null_and_negatives_as_they_are() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, WTI_SETTINGS)).await;
+    let fx = start(WTI_SETTINGS).await;
     mount_wti_pages(&fx, 1).await;
 
-    let view = fx.run("fred", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("fred", json!({})).await;
     assert_eq!(fx.count("fred_observations").await, 11);
     assert_eq!(value(&fx, "DCOILWTICO", "2020-04-10").await, None, "\".\"");
     assert_eq!(
@@ -130,25 +144,21 @@ async fn fred_pages_through_every_observation_storing_dots_as_null_and_negatives
 
 #[tokio::test]
 async fn fred_second_run_asks_only_for_the_days_after_the_cursor() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, WTI_SETTINGS)).await;
+    let fx = start(WTI_SETTINGS).await;
     mount_wti_pages(&fx, 1).await;
     Mock::given(method("GET"))
         .and(path(OBS))
         .and(query_param("series_id", "DCOILWTICO"))
         .and(query_param("observation_start", "2020-04-23"))
         .and(query_param("offset", "0"))
-        .respond_with(
-            ResponseTemplate::new(200)
-                .set_body_json(fixture("observations_dcoilwtico_after_cursor.json")),
-        )
+        .respond_with(ok("observations_dcoilwtico_after_cursor.json"))
         .expect(1)
         .mount(&fx.mock)
         .await;
 
-    assert_succeeded(&fx.run("fred", json!({})).await);
+    fx.run_ok("fred", json!({})).await;
     let before = snapshot(&fx).await;
-    assert_succeeded(&fx.run("fred", json!({})).await);
+    fx.run_ok("fred", json!({})).await;
     assert_eq!(fx.count("fred_observations").await, 13);
     assert_eq!(
         fx.cursor("fred", "DCOILWTICO").await,
@@ -165,16 +175,14 @@ async fn fred_second_run_asks_only_for_the_days_after_the_cursor() {
 
 #[tokio::test]
 async fn fred_rerunning_the_same_window_adds_and_changes_nothing() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, WTI_SETTINGS)).await;
+    let fx = start(WTI_SETTINGS).await;
     // A window whose start is before the cursor re-reads it: the same three pages, twice.
     mount_wti_pages(&fx, 2).await;
     let window = json!({"start": "2020-04-08T00:00:00Z", "end": "2020-04-23T00:00:00Z"});
 
-    assert_succeeded(&fx.run("fred", window.clone()).await);
+    fx.run_ok("fred", window.clone()).await;
     let before = snapshot(&fx).await;
-    let view = fx.run("fred", window).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("fred", window).await;
     assert_eq!(snapshot(&fx).await, before);
     let output = view.output.expect("output");
     assert_eq!(
@@ -200,70 +208,44 @@ async fn fred_rerunning_the_same_window_adds_and_changes_nothing() {
 
 #[tokio::test]
 async fn fred_empty_result_stores_nothing_and_leaves_no_cursor() {
-    init();
-    let fx = SourceFixture::start(|uri| {
-        settings(uri, "series = [\"DCOILWTICO\"]\nstart = \"2020-04-23\"")
-    })
-    .await;
-    Mock::given(path(OBS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("observations_empty.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    assert_succeeded(&fx.run("fred", json!({})).await);
+    let fx = start("series = [\"DCOILWTICO\"]\nstart = \"2020-04-23\"").await;
+    support::answer(&fx.mock, OBS, ok("observations_empty.json"), 1).await;
+    fx.run_ok("fred", json!({})).await;
     assert_eq!(fx.count("fred_observations").await, 0);
     assert_eq!(fx.cursor("fred", "DCOILWTICO").await, None);
 }
 
 #[tokio::test]
 async fn fred_malformed_value_is_fatal_names_the_record_and_field_and_writes_nothing() {
-    init();
-    let fx = SourceFixture::start(|uri| {
-        settings(
-            uri,
-            "series = [\"DCOILBRENTEU\", \"DCOILWTICO\"]\nstart = \"2000-01-01\"",
-        )
-    })
+    let fx = start(BOTH_SETTINGS).await;
+    answer_series(
+        &fx,
+        "DCOILBRENTEU",
+        ok("observations_dcoilbrenteu.json"),
+        None,
+    )
     .await;
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILBRENTEU"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("observations_dcoilbrenteu.json")),
-        )
-        .mount(&fx.mock)
-        .await;
-    let mut bad = fixture("observations_dcoilwtico_page1.json");
-    bad["count"] = json!(5);
+    let mut bad = wti_page1_alone();
     bad["observations"][3]["value"] = json!("n/a");
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILWTICO"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(bad))
-        .mount(&fx.mock)
-        .await;
+    let bad = ResponseTemplate::new(200).set_body_json(bad);
+    answer_series(&fx, "DCOILWTICO", bad, None).await;
 
     let view = fx.run("fred", json!({})).await;
     assert_failed_with(&view, "record DCOILWTICO 2020-04-13: field value");
     assert_failed_with(&view, "\"n/a\"");
-    assert_eq!(
-        fx.count("fred_observations").await,
-        0,
-        "the good series waits for the bad one: nothing half-written"
-    );
-    assert_eq!(fx.count("ingest_cursors").await, 0);
+    // The good series waits for the bad one: nothing half-written.
+    fx.assert_empty(&["fred_observations", "ingest_cursors"])
+        .await;
 }
 
 #[tokio::test]
 async fn fred_html_where_json_was_expected_is_fatal_and_quoted() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "series = [\"DCOILWTICO\"]")).await;
-    Mock::given(path(OBS))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<html><body><h1>FRED is down for maintenance</h1></body></html>",
-            "text/html",
-        ))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let fx = start("series = [\"DCOILWTICO\"]").await;
+    let html = ResponseTemplate::new(200).set_body_raw(
+        "<html><body><h1>FRED is down for maintenance</h1></body></html>",
+        "text/html",
+    );
+    support::answer(&fx.mock, OBS, html, 1).await;
     let view = fx.run("fred", json!({})).await;
     assert_failed_with(&view, "FRED is down for maintenance");
     assert_eq!(fx.count("fred_observations").await, 0);
@@ -271,64 +253,27 @@ async fn fred_html_where_json_was_expected_is_fatal_and_quoted() {
 
 #[tokio::test]
 async fn fred_429_with_retry_after_and_a_5xx_are_retried_then_succeed() {
-    init();
-    let fx = SourceFixture::start(|uri| {
-        settings(
-            uri,
-            "series = [\"DCOILBRENTEU\", \"DCOILWTICO\"]\nstart = \"2000-01-01\"",
-        )
-    })
-    .await;
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILBRENTEU"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "1")
-                .set_body_json(fixture("429.json")),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let html = std::fs::read_to_string(format!(
-        "{}/tests/fixtures/fred/500.html",
-        env!("CARGO_MANIFEST_DIR")
-    ))
-    .unwrap();
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILWTICO"))
-        .respond_with(ResponseTemplate::new(500).set_body_raw(html, "text/html"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILBRENTEU"))
-        .respond_with(
-            ResponseTemplate::new(200).set_body_json(fixture("observations_dcoilbrenteu.json")),
-        )
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let mut wti = fixture("observations_dcoilwtico_page1.json");
-    wti["count"] = json!(5);
-    Mock::given(path(OBS))
-        .and(query_param("series_id", "DCOILWTICO"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(wti))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let fx = start(BOTH_SETTINGS).await;
+    let throttled = ResponseTemplate::new(429)
+        .insert_header("Retry-After", "1")
+        .set_body_json(fixture("429.json"));
+    answer_series(&fx, "DCOILBRENTEU", throttled, Some(1)).await;
+    let html = include_str!("fixtures/fred/500.html");
+    let error = ResponseTemplate::new(500).set_body_raw(html, "text/html");
+    answer_series(&fx, "DCOILWTICO", error, Some(2)).await;
+    let brent = ok("observations_dcoilbrenteu.json");
+    answer_series(&fx, "DCOILBRENTEU", brent, Some(1)).await;
+    let wti = ResponseTemplate::new(200).set_body_json(wti_page1_alone());
+    answer_series(&fx, "DCOILWTICO", wti, Some(1)).await;
 
-    let view = fx.run("fred", json!({})).await;
-    assert_succeeded(&view);
+    fx.run_ok("fred", json!({})).await;
     assert_eq!(fx.count("fred_observations").await, 10);
     assert_eq!(value(&fx, "DCOILBRENTEU", "2025-01-01").await, None);
 }
 
 #[tokio::test]
 async fn fred_bad_api_key_is_fatal_with_the_apis_message_and_the_key_is_stored_nowhere() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "series = [\"DCOILWTICO\"]")).await;
+    let fx = start("series = [\"DCOILWTICO\"]").await;
     Mock::given(path(OBS))
         .and(query_param("api_key", KEY))
         .respond_with(
@@ -339,20 +284,19 @@ async fn fred_bad_api_key_is_fatal_with_the_apis_message_and_the_key_is_stored_n
         .expect(1)
         .mount(&fx.mock)
         .await;
-    let view = fx.run("fred", json!({})).await;
-    assert_failed_with(&view, "The value for variable api_key is not registered");
-    assert_failed_with(&view, "api_key=***");
-    assert_eq!(
-        mentions(&fx, KEY).await,
-        0,
-        "the key leaked into PostgreSQL"
-    );
+    assert_fails_without_leaking_the_key(
+        &fx,
+        &[
+            "The value for variable api_key is not registered",
+            "api_key=***",
+        ],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn fred_error_message_echoing_the_key_is_masked() {
-    init();
-    let fx = SourceFixture::start(|uri| settings(uri, "series = [\"DCOILWTICO\"]")).await;
+    let fx = start("series = [\"DCOILWTICO\"]").await;
     let echo = json!({
         "error_code": 400,
         "error_message": format!("Bad Request.  The value {KEY} for variable api_key is not registered."),
@@ -361,13 +305,7 @@ async fn fred_error_message_echoing_the_key_is_masked() {
         .respond_with(ResponseTemplate::new(400).set_body_json(echo))
         .mount(&fx.mock)
         .await;
-    let view = fx.run("fred", json!({})).await;
-    assert_failed_with(&view, "The value *** for variable api_key");
-    assert_eq!(
-        mentions(&fx, KEY).await,
-        0,
-        "the key leaked into PostgreSQL"
-    );
+    assert_fails_without_leaking_the_key(&fx, &["The value *** for variable api_key"]).await;
 }
 
 /// End to end: the scheduler fires `fred-daily` (overridden to every second, every other
@@ -392,15 +330,13 @@ async fn a_cron_tick_runs_fred_and_a_second_run_of_its_window_adds_nothing() {
     })
     .await;
     // The first tick's run asks from the configured start; every later one from the cursor.
-    let mut whole = fixture("observations_dcoilwtico_page1.json");
-    whole["count"] = json!(5);
     Mock::given(path(OBS))
         .and(query_param("observation_start", "2020-04-08"))
-        .respond_with(ResponseTemplate::new(200).set_body_json(whole))
+        .respond_with(ResponseTemplate::new(200).set_body_json(wti_page1_alone()))
         .mount(&fx.mock)
         .await;
     Mock::given(path(OBS))
-        .respond_with(ResponseTemplate::new(200).set_body_json(fixture("observations_empty.json")))
+        .respond_with(ok("observations_empty.json"))
         .mount(&fx.mock)
         .await;
 
@@ -450,8 +386,7 @@ async fn a_cron_tick_runs_fred_and_a_second_run_of_its_window_adds_nothing() {
     .await;
     assert!(settled, "scheduled runs did not finish");
     let before = snapshot(&fx).await;
-    let view = fx.run("fred", input).await;
-    assert_succeeded(&view);
+    fx.run_ok("fred", input).await;
     assert_eq!(snapshot(&fx).await, before);
     assert_eq!(
         fx.cursor("fred", "DCOILWTICO").await,

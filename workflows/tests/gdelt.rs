@@ -9,10 +9,10 @@ use std::io::Write;
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::{Value, json};
 use sqlx::Row;
-use support::{SourceFixture, assert_failed_with, assert_succeeded};
+use support::{SourceFixture, answer, answer_first, assert_failed_with};
+use tributary::store::RunView;
 use tributary_workflows::sources::gdelt::{self, LOAD_ATTEMPTS};
-use wiremock::matchers::{method, path};
-use wiremock::{Mock, MockServer, ResponseTemplate};
+use wiremock::{MockServer, ResponseTemplate};
 
 /// Row 1 of the reference notes: the Venezuelan opposition demonstrates against the government
 /// in Caracas (CAMEO 141). The template every test row is derived from.
@@ -59,34 +59,38 @@ impl Line {
             .set(base + 7, "")
     }
 
-    /// A country-level place (geo type 1) starting at `base` (one of the *_GEO indexes).
-    fn country(self, base: usize, name: &str, fips: &str, lat: &str, long: &str) -> Self {
-        self.set(base, "1")
-            .set(base + 1, name)
-            .set(base + 2, fips)
-            .set(base + 3, fips)
-            .set(base + 4, "")
-            .set(base + 5, lat)
-            .set(base + 6, long)
-            .set(base + 7, fips)
-    }
-
-    /// A city (geo type 4) starting at `base`.
-    fn city(self, base: usize, name: &str, fips: &str, adm1: &str, lat: &str, long: &str) -> Self {
-        self.set(base, "4")
+    /// A place starting at `base` (one of the *_GEO indexes): geo type, full name, country
+    /// code, ADM1 code, (no ADM2 code), latitude, longitude, feature id.
+    fn place(self, base: usize, fields: [&str; 7]) -> Self {
+        let [kind, name, fips, adm1, lat, long, feature] = fields;
+        self.set(base, kind)
             .set(base + 1, name)
             .set(base + 2, fips)
             .set(base + 3, adm1)
             .set(base + 4, "")
             .set(base + 5, lat)
             .set(base + 6, long)
-            .set(base + 7, "-1234567")
+            .set(base + 7, feature)
     }
 
+    /// A country-level place (geo type 1) starting at `base`.
+    fn country(self, base: usize, name: &str, fips: &str, lat: &str, long: &str) -> Self {
+        self.place(base, ["1", name, fips, fips, lat, long, fips])
+    }
+
+    /// A city (geo type 4) starting at `base`.
+    fn city(self, base: usize, name: &str, fips: &str, adm1: &str, lat: &str, long: &str) -> Self {
+        self.place(base, ["4", name, fips, adm1, lat, long, "-1234567"])
+    }
+
+    /// `f` applied at each of the place indexes `bases`.
+    fn at(self, bases: &[usize], f: impl Fn(Self, usize) -> Self) -> Self {
+        bases.iter().fold(self, |line, &base| f(line, base))
+    }
+
+    /// `f` applied at all three places: both actors' and the action's.
     fn everywhere(self, f: impl Fn(Self, usize) -> Self) -> Self {
-        let s = f(self, ACTOR1_GEO);
-        let s = f(s, ACTOR2_GEO);
-        f(s, ACTION_GEO)
+        self.at(&[ACTOR1_GEO, ACTOR2_GEO, ACTION_GEO], f)
     }
 
     fn tsv(&self) -> String {
@@ -118,22 +122,10 @@ fn mixed_batch(added: &str) -> Vec<Line> {
             .actor(ACTOR1, "COLMIL", "COLOMBIA", "COL")
             .actor(ACTOR2, "", "", "")
             .country(ACTOR1_GEO, "Colombia", "CO", "4", "-72")
-            .city(
-                ACTOR2_GEO,
-                "San Antonio del Tachira, Tachira, Venezuela",
-                "VE",
-                "VE20",
-                "7.81454",
-                "-72.4431",
-            )
-            .city(
-                ACTION_GEO,
-                "San Antonio del Tachira, Tachira, Venezuela",
-                "VE",
-                "VE20",
-                "7.81454",
-                "-72.4431",
-            ),
+            .at(&[ACTOR2_GEO, ACTION_GEO], |l, b| {
+                let name = "San Antonio del Tachira, Tachira, Venezuela";
+                l.city(b, name, "VE", "VE20", "7.81454", "-72.4431")
+            }),
         // Valencia, Spain: a Venezuelan city name elsewhere, dropped.
         Line::new(5, added)
             .actor(ACTOR1, "ESP", "SPAIN", "ESP")
@@ -199,28 +191,40 @@ async fn start() -> SourceFixture {
     .await
 }
 
+const LASTUPDATE: &str = "/gdeltv2/lastupdate.txt";
+
 async fn serve_zip(mock: &MockServer, stamp: &str, zip: Vec<u8>, times: u64) {
-    Mock::given(method("GET"))
-        .and(path(zip_path(stamp)))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(zip, "application/zip"))
-        .expect(times)
+    let response = ResponseTemplate::new(200).set_body_raw(zip, "application/zip");
+    answer(mock, &zip_path(stamp), response, times).await;
+}
+
+/// `lastupdate.txt` naming `stamp`.
+fn lastupdate_of(stamp: &str) -> ResponseTemplate {
+    ResponseTemplate::new(200).set_body_raw(lastupdate(stamp), "text/plain")
+}
+
+/// Serves `lastupdate.txt` naming `stamp`, however often it is asked.
+async fn serve_lastupdate(mock: &MockServer, stamp: &str) {
+    wiremock::Mock::given(wiremock::matchers::path(LASTUPDATE))
+        .respond_with(lastupdate_of(stamp))
         .mount(mock)
         .await;
 }
 
-async fn serve_lastupdate(mock: &MockServer, stamp: &str) {
-    Mock::given(method("GET"))
-        .and(path("/gdeltv2/lastupdate.txt"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(lastupdate(stamp), "text/plain"))
-        .mount(mock)
-        .await;
+/// Runs `gdelt` over `[start, end)` expecting it to fail with `error` and to have stored
+/// no event.
+async fn assert_fails_with(fx: &SourceFixture, start: &str, end: &str, error: &str) -> RunView {
+    let view = fx.run("gdelt", window(start, end)).await;
+    assert_failed_with(&view, error);
+    assert_eq!(fx.count("gdelt_events").await, 0);
+    view
 }
 
 fn window(start: &str, end: &str) -> Value {
     json!({ "start": time(start), "end": time(end) })
 }
 
-fn report(view: &tributary::store::RunView) -> Value {
+fn report(view: &RunView) -> Value {
     view.output.clone().expect("a succeeded run has an output")
 }
 
@@ -237,8 +241,7 @@ async fn gdelt_keeps_only_the_venezuelan_rows_of_the_newest_batch_in_lastupdate(
     serve_lastupdate(&fx.mock, T1).await;
     serve_zip(&fx.mock, T1, export_zip(T1, &mixed_batch(T1)), 1).await;
 
-    let view = fx.run("gdelt", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", json!({})).await;
     let out = report(&view);
     assert_eq!(
         (
@@ -310,8 +313,7 @@ async fn gdelt_keeps_only_the_venezuelan_rows_of_the_newest_batch_in_lastupdate(
     );
 
     // Nothing newer is listed: the next run has nothing to do and downloads nothing.
-    let view = fx.run("gdelt", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", json!({})).await;
     assert_eq!(report(&view)["batches"], json!(0));
     fx.mock.verify().await;
 }
@@ -319,24 +321,18 @@ async fn gdelt_keeps_only_the_venezuelan_rows_of_the_newest_batch_in_lastupdate(
 #[tokio::test]
 async fn gdelt_a_run_without_a_window_continues_after_the_cursor() {
     let fx = start().await;
-    Mock::given(method("GET"))
-        .and(path("/gdeltv2/lastupdate.txt"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(lastupdate(T1), "text/plain"))
-        .up_to_n_times(1)
-        .mount(&fx.mock)
-        .await;
+    answer_first(&fx.mock, LASTUPDATE, lastupdate_of(T1), 1).await;
     serve_lastupdate(&fx.mock, T3).await;
     for stamp in [T1, T2, T3] {
         let lines = vec![Line::new(stamp[8..12].parse().unwrap(), stamp)];
         serve_zip(&fx.mock, stamp, export_zip(stamp, &lines), 1).await;
     }
 
-    assert_succeeded(&fx.run("gdelt", json!({})).await);
+    fx.run_ok("gdelt", json!({})).await;
     assert_eq!(fx.cursor("gdelt", "export").await, Some(json!(T1)));
 
     // lastupdate.txt has moved on by two batches: both are loaded, the first one not again.
-    let view = fx.run("gdelt", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", json!({})).await;
     assert_eq!(report(&view)["loaded"], json!(2));
     assert_eq!(ids(&fx).await, vec![1430, 1445, 1500]);
     assert_eq!(fx.cursor("gdelt", "export").await, Some(json!(T3)));
@@ -358,20 +354,24 @@ async fn gdelt_a_window_of_two_batches_loads_both_and_rerunning_it_changes_nothi
     // [14:30, 15:00) holds the batches of 14:30 and 14:45, not the one of 15:00.
     let input = window(T1, T3);
 
-    let view = fx.run("gdelt", input.clone()).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", input.clone()).await;
     let out = report(&view);
     assert_eq!(out["batches"], json!(2), "{out}");
     assert_eq!(out["rows_written"], json!(5), "{out}");
     assert_eq!(ids(&fx).await, vec![1, 2, 4, 6, 11]);
     assert_eq!(fx.count("gdelt_batches").await, 2);
 
-    let stamps = "SELECT (SELECT array_agg(updated_at ORDER BY global_event_id) FROM gdelt_events)::text,
-                         (SELECT array_agg(loaded_at || ' ' || updated_at ORDER BY batch_at) FROM gdelt_batches)::text";
-    let before: (String, String) = sqlx::query_as(stamps).fetch_one(&fx.db).await.unwrap();
+    // A batch's key includes its loaded_at: reloading it would show.
+    let stamps = || async {
+        let events = fx.snapshot("gdelt_events", "global_event_id").await;
+        (
+            events,
+            fx.snapshot("gdelt_batches", "batch_at, loaded_at").await,
+        )
+    };
+    let before = stamps().await;
 
-    let view = fx.run("gdelt", input).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", input).await;
     let out = report(&view);
     assert_eq!(
         (&out["loaded"], &out["rows_kept"], &out["rows_written"]),
@@ -380,8 +380,7 @@ async fn gdelt_a_window_of_two_batches_loads_both_and_rerunning_it_changes_nothi
     );
     assert_eq!(fx.count("gdelt_events").await, 5);
     assert_eq!(fx.count("gdelt_batches").await, 2);
-    let after: (String, String) = sqlx::query_as(stamps).fetch_one(&fx.db).await.unwrap();
-    assert_eq!(before, after, "no row was touched");
+    assert_eq!(stamps().await, before, "no row was touched");
     assert_eq!(fx.cursor("gdelt", "export").await, Some(json!(T2)));
     fx.mock.verify().await;
 }
@@ -390,23 +389,18 @@ async fn gdelt_a_window_of_two_batches_loads_both_and_rerunning_it_changes_nothi
 async fn gdelt_a_late_batch_is_retried_and_a_missing_one_is_recorded_as_skipped() {
     let fx = start().await;
     // 14:30 never appears; 14:45 appears on the third attempt.
-    Mock::given(method("GET"))
-        .and(path(zip_path(T1)))
-        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
-        .expect(u64::from(LOAD_ATTEMPTS))
-        .mount(&fx.mock)
-        .await;
-    Mock::given(method("GET"))
-        .and(path(zip_path(T2)))
-        .respond_with(ResponseTemplate::new(404).set_body_string("Not Found"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
+    let not_found = || ResponseTemplate::new(404).set_body_string("Not Found");
+    answer(
+        &fx.mock,
+        &zip_path(T1),
+        not_found(),
+        u64::from(LOAD_ATTEMPTS),
+    )
+    .await;
+    answer_first(&fx.mock, &zip_path(T2), not_found(), 2).await;
     serve_zip(&fx.mock, T2, export_zip(T2, &[Line::new(21, T2)]), 1).await;
 
-    let view = fx.run("gdelt", window(T1, T3)).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("gdelt", window(T1, T3)).await;
     let out = report(&view);
     assert_eq!(
         (&out["loaded"], &out["skipped"]),
@@ -445,7 +439,7 @@ async fn gdelt_a_late_batch_is_retried_and_a_missing_one_is_recorded_as_skipped(
     // GDELT publishes the missing file after all: a backfill of its window loads it.
     fx.mock.reset().await;
     serve_zip(&fx.mock, T1, export_zip(T1, &[Line::new(20, T1)]), 1).await;
-    assert_succeeded(&fx.run("gdelt", window(T1, T2)).await);
+    fx.run_ok("gdelt", window(T1, T2)).await;
     let (status, reason): (String, Option<String>) =
         sqlx::query_as("SELECT status, reason FROM gdelt_batches WHERE batch_at = $1")
             .bind(time(T1))
@@ -460,24 +454,16 @@ async fn gdelt_a_late_batch_is_retried_and_a_missing_one_is_recorded_as_skipped(
 #[tokio::test]
 async fn gdelt_a_corrupt_zip_fails_the_run_naming_the_batch_and_writes_nothing() {
     let fx = start().await;
-    Mock::given(method("GET"))
-        .and(path(zip_path(T1)))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<html><body><h1>Service Unavailable</h1></body></html>",
-            "text/html",
-        ))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-
-    let view = fx.run("gdelt", window(T1, T2)).await;
-    assert_failed_with(
-        &view,
-        &format!("gdelt: record batch {T1}: field zip: not a readable zip"),
+    let html = ResponseTemplate::new(200).set_body_raw(
+        "<html><body><h1>Service Unavailable</h1></body></html>",
+        "text/html",
     );
+    answer(&fx.mock, &zip_path(T1), html, 1).await;
+
+    let not_a_zip = format!("gdelt: record batch {T1}: field zip: not a readable zip");
+    let view = assert_fails_with(&fx, T1, T2, &not_a_zip).await;
     assert_failed_with(&view, "Service Unavailable");
     assert_eq!(fx.count("gdelt_batches").await, 0);
-    assert_eq!(fx.count("gdelt_events").await, 0);
     assert_eq!(fx.cursor("gdelt", "export").await, None);
     fx.mock.verify().await;
 }
@@ -489,20 +475,13 @@ async fn gdelt_a_file_with_many_rows_of_60_columns_fails_naming_the_line_and_wri
     lines[2].0.pop(); // line 3 loses SOURCEURL
     serve_zip(&fx.mock, T1, export_zip(T1, &lines), 1).await;
 
-    let view = fx.run("gdelt", window(T1, T2)).await;
-    assert_failed_with(
-        &view,
-        &format!(
-            "gdelt: record batch {T1} line 3: field columns: 60 columns, expected 61 \
-             (1 of 6 lines malformed: more than 1%, a change of layout?)"
-        ),
+    // Lines 1 and 2 are not written either.
+    let error = format!(
+        "gdelt: record batch {T1} line 3: field columns: 60 columns, expected 61 \
+         (1 of 6 lines malformed: more than 1%, a change of layout?)"
     );
+    assert_fails_with(&fx, T1, T2, &error).await;
     assert_eq!(fx.count("gdelt_batches").await, 0);
-    assert_eq!(
-        fx.count("gdelt_events").await,
-        0,
-        "lines 1 and 2 were not written either"
-    );
     fx.mock.verify().await;
 }
 
@@ -514,8 +493,7 @@ async fn gdelt_a_rare_truncated_row_is_skipped_and_counted_and_the_rest_of_the_b
     lines[99].0.truncate(40);
     serve_zip(&fx.mock, T1, export_zip(T1, &lines), 1).await;
 
-    let view = fx.run("gdelt", window(T1, T2)).await;
-    assert_succeeded(&view);
+    fx.run_ok("gdelt", window(T1, T2)).await;
     assert_eq!(fx.count("gdelt_events").await, 199);
     let (in_file, skipped): (i32, i32) =
         sqlx::query_as("SELECT rows_in_file, rows_skipped FROM gdelt_batches WHERE batch_at = $1")
@@ -536,12 +514,8 @@ async fn gdelt_a_value_that_does_not_parse_names_the_line_and_the_column() {
     let lines = vec![Line::new(1, T1), Line::new(2, T1).set(30, "minus six")];
     serve_zip(&fx.mock, T1, export_zip(T1, &lines), 1).await;
 
-    let view = fx.run("gdelt", window(T1, T2)).await;
-    assert_failed_with(
-        &view,
-        &format!("gdelt: record batch {T1} line 2 (GLOBALEVENTID 2): field GoldsteinScale"),
-    );
-    assert_eq!(fx.count("gdelt_events").await, 0);
+    let error = format!("gdelt: record batch {T1} line 2 (GLOBALEVENTID 2): field GoldsteinScale");
+    assert_fails_with(&fx, T1, T2, &error).await;
 }
 
 #[tokio::test]
@@ -570,7 +544,7 @@ async fn gdelt_stores_empty_fields_as_null() {
         .set(SOURCEURL, "");
     serve_zip(&fx.mock, T1, export_zip(T1, &[sparse]), 1).await;
 
-    assert_succeeded(&fx.run("gdelt", window(T1, T2)).await);
+    fx.run_ok("gdelt", window(T1, T2)).await;
     let row = sqlx::query("SELECT * FROM gdelt_events WHERE global_event_id = 7")
         .fetch_one(&fx.db)
         .await
@@ -611,28 +585,16 @@ async fn gdelt_stores_empty_fields_as_null() {
 #[tokio::test]
 async fn gdelt_a_429_and_5xx_are_retried_then_the_batch_loads() {
     let fx = start().await;
-    Mock::given(method("GET"))
-        .and(path("/gdeltv2/lastupdate.txt"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "1")
-                .set_body_string("Too Many Requests"),
-        )
-        .up_to_n_times(1)
-        .mount(&fx.mock)
-        .await;
+    let throttled = ResponseTemplate::new(429)
+        .insert_header("Retry-After", "1")
+        .set_body_string("Too Many Requests");
+    answer_first(&fx.mock, LASTUPDATE, throttled, 1).await;
     serve_lastupdate(&fx.mock, T1).await;
-    Mock::given(method("GET"))
-        .and(path(zip_path(T1)))
-        .respond_with(ResponseTemplate::new(503).set_body_string("Service Unavailable"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
+    let unavailable = ResponseTemplate::new(503).set_body_string("Service Unavailable");
+    answer_first(&fx.mock, &zip_path(T1), unavailable, 2).await;
     serve_zip(&fx.mock, T1, export_zip(T1, &mixed_batch(T1)), 1).await;
 
-    let view = fx.run("gdelt", json!({})).await;
-    assert_succeeded(&view);
+    fx.run_ok("gdelt", json!({})).await;
     assert_eq!(ids(&fx).await, vec![1, 2, 4, 6]);
     fx.mock.verify().await;
 }
@@ -640,12 +602,12 @@ async fn gdelt_a_429_and_5xx_are_retried_then_the_batch_loads() {
 #[tokio::test]
 async fn gdelt_an_html_page_instead_of_lastupdate_fails_the_run_quoting_it() {
     let fx = start().await;
-    Mock::given(method("GET"))
-        .and(path("/gdeltv2/lastupdate.txt"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<html><head><title>Proxy Authentication Required</title></head></html>",
-            "text/html",
-        ))
+    let html = ResponseTemplate::new(200).set_body_raw(
+        "<html><head><title>Proxy Authentication Required</title></head></html>",
+        "text/html",
+    );
+    wiremock::Mock::given(wiremock::matchers::path(LASTUPDATE))
+        .respond_with(html)
         .mount(&fx.mock)
         .await;
 

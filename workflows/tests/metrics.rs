@@ -1,28 +1,25 @@
 //! Metrics: a worker process's `/metrics` endpoint counts step attempts by outcome, and the
 //! same instruments reach an OTLP receiver started by the test.
 
-use std::sync::{Arc, Mutex};
+mod support;
+
+use std::sync::Mutex;
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::metrics::v1::metrics_service_server::{
-    MetricsService, MetricsServiceServer,
-};
-use opentelemetry_proto::tonic::collector::metrics::v1::{
-    ExportMetricsServiceRequest, ExportMetricsServiceResponse,
-};
 use opentelemetry_proto::tonic::common::v1::KeyValue;
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::metrics::v1::metric::Data;
 use opentelemetry_proto::tonic::metrics::v1::number_data_point;
 use opentelemetry_proto::tonic::metrics::v1::{Metric, NumberDataPoint};
 use serde_json::json;
+use support::WAIT;
+use support::otlp::MetricsReceiver;
 use tributary::runtime::{Engine, StartOptions};
 use tributary::telemetry::attributes as attr;
 use tributary::telemetry::metrics as m;
 use tributary::testing::{TestEnv, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
-const WAIT: Duration = Duration::from_secs(60);
 
 /// One sample of a Prometheus text exposition: name, labels, value.
 type Sample = (String, Vec<(String, String)>, f64);
@@ -221,52 +218,6 @@ async fn the_metrics_endpoint_counts_step_attempts_by_outcome() {
     assert_eq!(health.map(|h| h.0), Some(200));
 }
 
-/// An OTLP/gRPC metrics receiver that keeps every metric it is sent.
-#[derive(Clone, Default)]
-struct Receiver {
-    metrics: Arc<Mutex<Vec<Metric>>>,
-}
-
-#[tonic::async_trait]
-impl MetricsService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportMetricsServiceRequest>,
-    ) -> Result<tonic::Response<ExportMetricsServiceResponse>, tonic::Status> {
-        let mut metrics = self.metrics.lock().unwrap();
-        for resource in request.into_inner().resource_metrics {
-            for scope in resource.scope_metrics {
-                metrics.extend(scope.metrics);
-            }
-        }
-        Ok(tonic::Response::new(ExportMetricsServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Receiver {
-    async fn start() -> (Self, u16) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let receiver = Self::default();
-        let service = MetricsServiceServer::new(receiver.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (receiver, port)
-    }
-
-    /// The latest export of the metric `name`.
-    fn latest(&self, name: &str) -> Option<Metric> {
-        let metrics = self.metrics.lock().unwrap();
-        metrics.iter().rev().find(|m| m.name == name).cloned()
-    }
-}
-
 fn has(attributes: &[KeyValue], key: &str, value: &str) -> bool {
     attributes.iter().any(|a| {
         a.key == key
@@ -295,7 +246,7 @@ fn counter(metric: &Metric, step: &str) -> Option<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn step_metrics_reach_an_otlp_receiver_with_their_attributes() {
     let env = TestEnv::start().await;
-    let (receiver, port) = Receiver::start().await;
+    let (receiver, port) = MetricsReceiver::start().await;
     let endpoint = format!("http://127.0.0.1:{port}");
     let _worker = env.spawn_worker(
         BIN.as_ref(),
@@ -315,17 +266,7 @@ async fn step_metrics_reach_an_otlp_receiver_with_their_attributes() {
         finished.is_some_and(|f| counter(&f, "c") == Some(1))
     })
     .await;
-    assert!(
-        arrived,
-        "metrics received: {:?}",
-        receiver
-            .metrics
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|m| &m.name)
-            .collect::<Vec<_>>()
-    );
+    assert!(arrived, "metrics received: {:?}", receiver.names());
     let started = receiver.latest(m::STEPS_STARTED).unwrap();
     for step in ["a", "b", "c"] {
         assert_eq!(counter(&started, step), Some(1), "{started:?}");

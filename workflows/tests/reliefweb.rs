@@ -5,7 +5,7 @@ mod support;
 
 use chrono::{DateTime, Utc};
 use serde_json::json;
-use support::{SourceFixture, assert_failed_with, assert_succeeded};
+use support::{SourceFixture, answer, answer_first, assert_failed_with, startup_error};
 use wiremock::matchers::{method, path, query_param, query_param_is_missing};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -19,18 +19,64 @@ fn json_body(body: &str) -> ResponseTemplate {
     ResponseTemplate::new(200).set_body_raw(body.to_owned(), "application/json")
 }
 
+/// An error status with the API's JSON explanation.
+fn error_body(status: u16, body: &str) -> ResponseTemplate {
+    ResponseTemplate::new(status).set_body_raw(body.to_owned(), "application/json")
+}
+
 fn settings(uri: &str, page_size: u32) -> String {
     format!(
         "[sources.reliefweb]\nbase-url = \"{uri}/v2\"\nappname = \"acme-venezuela-x7k2\"\npage-size = {page_size}\n"
     )
 }
 
+const REPORTS: &str = "/v2/reports";
+
 /// (id, updated_at) of every row, by id.
-async fn stamps(fx: &SourceFixture) -> Vec<(i64, DateTime<Utc>)> {
-    sqlx::query_as("SELECT id, updated_at FROM reliefweb_reports ORDER BY id")
-        .fetch_all(&fx.db)
-        .await
-        .unwrap()
+async fn stamps(fx: &SourceFixture) -> Vec<(String, DateTime<Utc>)> {
+    fx.snapshot("reliefweb_reports", "id").await
+}
+
+/// Runs `reliefweb` expecting it to fail with each of `errors`, having asked the mock what it
+/// expected and stored no report.
+async fn assert_fails_with(fx: &SourceFixture, errors: &[&str]) {
+    let view = fx.run("reliefweb", json!({})).await;
+    for error in errors {
+        assert_failed_with(&view, error);
+    }
+    fx.mock.verify().await;
+    assert_eq!(fx.count("reliefweb_reports").await, 0);
+}
+
+/// Serves a first run with a page size of 3 its two pages (5 reports), each asked once.
+async fn serve_first_run(fx: &SourceFixture) {
+    // Page 1: no cursor yet, so no date filter: the whole history, oldest change first.
+    Mock::given(method("GET"))
+        .and(path(REPORTS))
+        .and(query_param("appname", "acme-venezuela-x7k2"))
+        .and(query_param("limit", "3"))
+        .and(query_param("offset", "0"))
+        .and(query_param("sort[]", "date.changed:asc"))
+        .and(query_param("sort[]", "id:asc"))
+        .and(query_param("filter[conditions][0][field]", "country.iso3"))
+        .and(query_param("filter[conditions][0][value]", "ven"))
+        .and(query_param_is_missing("filter[conditions][1][value][from]"))
+        .respond_with(json_body(fixture!("reports_ven_page1.json")))
+        .expect(1)
+        .mount(&fx.mock)
+        .await;
+    // Page 2 starts at page 1's newest second and skips the one report of it already seen.
+    Mock::given(method("GET"))
+        .and(path(REPORTS))
+        .and(query_param(
+            "filter[conditions][1][value][from]",
+            "2025-05-02T10:00:00+00:00",
+        ))
+        .and(query_param("offset", "1"))
+        .respond_with(json_body(fixture!("reports_ven_page2.json")))
+        .expect(1)
+        .mount(&fx.mock)
+        .await;
 }
 
 #[derive(sqlx::FromRow)]
@@ -58,36 +104,9 @@ struct Sparse {
 #[tokio::test]
 async fn reliefweb_walks_every_page_and_keeps_missing_fields_as_null() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
-    // Page 1: no cursor yet, so no date filter: the whole history, oldest change first.
-    Mock::given(method("GET"))
-        .and(path("/v2/reports"))
-        .and(query_param("appname", "acme-venezuela-x7k2"))
-        .and(query_param("limit", "3"))
-        .and(query_param("offset", "0"))
-        .and(query_param("sort[]", "date.changed:asc"))
-        .and(query_param("sort[]", "id:asc"))
-        .and(query_param("filter[conditions][0][field]", "country.iso3"))
-        .and(query_param("filter[conditions][0][value]", "ven"))
-        .and(query_param_is_missing("filter[conditions][1][value][from]"))
-        .respond_with(json_body(fixture!("reports_ven_page1.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    // Page 2 starts at page 1's newest second and skips the one report of it already seen.
-    Mock::given(method("GET"))
-        .and(path("/v2/reports"))
-        .and(query_param(
-            "filter[conditions][1][value][from]",
-            "2025-05-02T10:00:00+00:00",
-        ))
-        .and(query_param("offset", "1"))
-        .respond_with(json_body(fixture!("reports_ven_page2.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    serve_first_run(&fx).await;
 
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("reliefweb", json!({})).await;
     fx.mock.verify().await;
     assert_eq!(fx.count("reliefweb_reports").await, 5);
     let out = view.output.unwrap();
@@ -156,23 +175,9 @@ async fn reliefweb_walks_every_page_and_keeps_missing_fields_as_null() {
 #[tokio::test]
 async fn reliefweb_second_run_asks_only_for_reports_changed_since_the_cursor() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
-    Mock::given(path("/v2/reports"))
-        .and(query_param_is_missing("filter[conditions][1][value][from]"))
-        .respond_with(json_body(fixture!("reports_ven_page1.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path("/v2/reports"))
-        .and(query_param(
-            "filter[conditions][1][value][from]",
-            "2025-05-02T10:00:00+00:00",
-        ))
-        .respond_with(json_body(fixture!("reports_ven_page2.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    serve_first_run(&fx).await;
     // The second run starts at the cursor (inclusive): E again, F new, B edited.
-    Mock::given(path("/v2/reports"))
+    Mock::given(path(REPORTS))
         .and(query_param(
             "filter[conditions][1][value][from]",
             "2025-05-03T09:30:00+00:00",
@@ -183,10 +188,9 @@ async fn reliefweb_second_run_asks_only_for_reports_changed_since_the_cursor() {
         .mount(&fx.mock)
         .await;
 
-    assert_succeeded(&fx.run("reliefweb", json!({})).await);
+    fx.run_ok("reliefweb", json!({})).await;
     let before = stamps(&fx).await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("reliefweb", json!({})).await;
     fx.mock.verify().await;
 
     let out = view.output.unwrap();
@@ -203,7 +207,7 @@ async fn reliefweb_second_run_asks_only_for_reports_changed_since_the_cursor() {
     let after = stamps(&fx).await;
     for (id, stamp) in &before {
         let now = after.iter().find(|(i, _)| i == id).unwrap().1;
-        if *id == 4123456 {
+        if id == "4123456" {
             assert!(now > *stamp, "the edited report's updated_at moves");
         } else {
             assert_eq!(now, *stamp, "report {id} was not touched");
@@ -222,7 +226,7 @@ async fn reliefweb_rerunning_the_same_window_adds_and_changes_nothing() {
     let fx = SourceFixture::start(|uri| settings(uri, 1000)).await;
     let window = json!({"start": "2025-05-01T06:00:00Z", "end": "2025-05-05T06:00:00Z"});
     // The window's end bounds the changes asked for.
-    Mock::given(path("/v2/reports"))
+    Mock::given(path(REPORTS))
         .and(query_param(
             "filter[conditions][1][value][to]",
             "2025-05-05T06:00:00+00:00",
@@ -232,13 +236,12 @@ async fn reliefweb_rerunning_the_same_window_adds_and_changes_nothing() {
         .mount(&fx.mock)
         .await;
 
-    assert_succeeded(&fx.run("reliefweb", window.clone()).await);
+    fx.run_ok("reliefweb", window.clone()).await;
     let rows = fx.count("reliefweb_reports").await;
     let before = stamps(&fx).await;
     let cursor = fx.cursor("reliefweb", "").await;
 
-    let view = fx.run("reliefweb", window).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("reliefweb", window).await;
     fx.mock.verify().await;
     let out = view.output.unwrap();
     assert_eq!(
@@ -254,13 +257,14 @@ async fn reliefweb_rerunning_the_same_window_adds_and_changes_nothing() {
 #[tokio::test]
 async fn reliefweb_empty_result_stores_nothing_and_leaves_no_cursor() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(json_body(fixture!("reports_empty.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_succeeded(&view);
+    answer(
+        &fx.mock,
+        REPORTS,
+        json_body(fixture!("reports_empty.json")),
+        1,
+    )
+    .await;
+    let view = fx.run_ok("reliefweb", json!({})).await;
     fx.mock.verify().await;
     assert_eq!(fx.count("reliefweb_reports").await, 0);
     assert_eq!(fx.cursor("reliefweb", "").await, None);
@@ -270,60 +274,48 @@ async fn reliefweb_empty_result_stores_nothing_and_leaves_no_cursor() {
 #[tokio::test]
 async fn reliefweb_malformed_date_fails_naming_the_report_and_field_and_writes_nothing() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(json_body(fixture!("reports_ven_malformed.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_failed_with(
-        &view,
-        "reliefweb: record 4123456: field date.changed: \"29/04/2025 08:12\" is not an ISO 8601 date",
-    );
-    fx.mock.verify().await;
+    let malformed = json_body(fixture!("reports_ven_malformed.json"));
+    answer(&fx.mock, REPORTS, malformed, 1).await;
     // The good report of the same page is not written either.
-    assert_eq!(fx.count("reliefweb_reports").await, 0);
+    assert_fails_with(
+        &fx,
+        &["reliefweb: record 4123456: field date.changed: \"29/04/2025 08:12\" is not an ISO 8601 date"],
+    )
+    .await;
     assert_eq!(fx.cursor("reliefweb", "").await, None);
 }
 
 #[tokio::test]
 async fn reliefweb_html_where_json_was_expected_is_fatal_and_quoted() {
     let fx = SourceFixture::start(|uri| settings(uri, 3)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(ResponseTemplate::new(200).set_body_raw(
-            "<!DOCTYPE html><html><head><title>ReliefWeb - Maintenance</title></head><body><h1>Site under maintenance</h1></body></html>",
-            "text/html; charset=UTF-8",
-        ))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_failed_with(&view, "expected JSON, got text/html");
-    assert_failed_with(&view, "Site under maintenance");
-    fx.mock.verify().await;
-    assert_eq!(fx.count("reliefweb_reports").await, 0);
+    let html = ResponseTemplate::new(200).set_body_raw(
+        "<!DOCTYPE html><html><head><title>ReliefWeb - Maintenance</title></head><body><h1>Site under maintenance</h1></body></html>",
+        "text/html; charset=UTF-8",
+    );
+    answer(&fx.mock, REPORTS, html, 1).await;
+    assert_fails_with(
+        &fx,
+        &["expected JSON, got text/html", "Site under maintenance"],
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn reliefweb_429_with_retry_after_is_waited_out_then_succeeds() {
     let fx = SourceFixture::start(|uri| settings(uri, 1000)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "1")
-                .set_body_raw(r#"{"status":429}"#, "application/json"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(json_body(fixture!("reports_ven_all.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let throttled = ResponseTemplate::new(429)
+        .insert_header("Retry-After", "1")
+        .set_body_raw(r#"{"status":429}"#, "application/json");
+    answer_first(&fx.mock, REPORTS, throttled, 1).await;
+    answer(
+        &fx.mock,
+        REPORTS,
+        json_body(fixture!("reports_ven_all.json")),
+        1,
+    )
+    .await;
     let started = std::time::Instant::now();
-    assert_succeeded(&fx.run("reliefweb", json!({})).await);
+    fx.run_ok("reliefweb", json!({})).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
     fx.mock.verify().await;
     assert_eq!(fx.count("reliefweb_reports").await, 5);
@@ -332,20 +324,17 @@ async fn reliefweb_429_with_retry_after_is_waited_out_then_succeeds() {
 #[tokio::test]
 async fn reliefweb_502_gateway_page_is_retried_then_succeeds() {
     let fx = SourceFixture::start(|uri| settings(uri, 1000)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(
-            ResponseTemplate::new(502).set_body_raw(fixture!("502_gateway.html"), "text/html"),
-        )
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(json_body(fixture!("reports_ven_all.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    assert_succeeded(&fx.run("reliefweb", json!({})).await);
+    let gateway =
+        ResponseTemplate::new(502).set_body_raw(fixture!("502_gateway.html"), "text/html");
+    answer_first(&fx.mock, REPORTS, gateway, 2).await;
+    answer(
+        &fx.mock,
+        REPORTS,
+        json_body(fixture!("reports_ven_all.json")),
+        1,
+    )
+    .await;
+    fx.run_ok("reliefweb", json!({})).await;
     fx.mock.verify().await;
     assert_eq!(fx.count("reliefweb_reports").await, 5);
 }
@@ -353,19 +342,9 @@ async fn reliefweb_502_gateway_page_is_retried_then_succeeds() {
 #[tokio::test]
 async fn reliefweb_unapproved_appname_is_fatal_with_the_apis_message() {
     let fx = SourceFixture::start(|uri| settings(uri, 1000)).await;
-    Mock::given(path("/v2/reports"))
-        .respond_with(
-            ResponseTemplate::new(403)
-                .set_body_raw(fixture!("403_unapproved_appname.json"), "application/json"),
-        )
-        .expect(1) // fatal: asked once, not retried
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_failed_with(&view, "HTTP 403");
-    assert_failed_with(&view, "You are not using an approved appname");
-    fx.mock.verify().await;
-    assert_eq!(fx.count("reliefweb_reports").await, 0);
+    let refused = error_body(403, fixture!("403_unapproved_appname.json"));
+    answer(&fx.mock, REPORTS, refused, 1).await; // fatal: asked once, not retried
+    assert_fails_with(&fx, &["HTTP 403", "You are not using an approved appname"]).await;
 }
 
 #[tokio::test]
@@ -375,50 +354,21 @@ async fn reliefweb_missing_appname_and_decommissioned_v1_are_fatal_with_the_apis
         format!("[sources.reliefweb]\nbase-url = \"{uri}/v1\"\nappname = \"acme-venezuela-x7k2\"\n")
     })
     .await;
-    Mock::given(path("/v1/reports"))
-        .respond_with(
-            ResponseTemplate::new(410).set_body_raw(fixture!("410_v1.json"), "application/json"),
-        )
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_failed_with(&view, "HTTP 410");
-    assert_failed_with(&view, "The API version 'v1' has been decommissioned");
-    fx.mock.verify().await;
+    let gone = error_body(410, fixture!("410_v1.json"));
+    answer(&fx.mock, "/v1/reports", gone, 1).await;
+    let decommissioned = "The API version 'v1' has been decommissioned";
+    assert_fails_with(&fx, &["HTTP 410", decommissioned]).await;
 
     // A proxy that drops the query string: the API says the appname is missing.
     fx.mock.reset().await;
-    Mock::given(path("/v1/reports"))
-        .respond_with(
-            ResponseTemplate::new(400)
-                .set_body_raw(fixture!("400_missing_appname.json"), "application/json"),
-        )
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("reliefweb", json!({})).await;
-    assert_failed_with(&view, "HTTP 400");
-    assert_failed_with(&view, "Missing appname parameter");
-    fx.mock.verify().await;
-    assert_eq!(fx.count("reliefweb_reports").await, 0);
+    let missing = error_body(400, fixture!("400_missing_appname.json"));
+    answer(&fx.mock, "/v1/reports", missing, 1).await;
+    assert_fails_with(&fx, &["HTTP 400", "Missing appname parameter"]).await;
 }
 
 #[tokio::test]
 async fn reliefweb_invalid_settings_fail_at_start_up_naming_the_key() {
-    let mut config = tributary::config::Config::default();
-    config.sources.insert(
-        "reliefweb".into(),
-        toml::from_str("page-size = 5000").unwrap(),
-    );
-    // Checked when the ingestion resources are built, before any connection is made.
-    let e = tributary_workflows::sources::Ingest::connect(
-        std::sync::Arc::new(config),
-        tributary::ratelimit::RateLimiter::local_only(Default::default()),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let e = startup_error("reliefweb", "page-size = 5000").await;
     assert!(
         e.contains("sources.reliefweb") && e.contains("1 to 1000"),
         "{e}"

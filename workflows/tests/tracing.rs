@@ -1,81 +1,20 @@
 //! Traces: a multi-step run executed by two worker processes is one trace, with one span per
 //! step attempt, exported over OTLP to a receiver started by the test.
 
+mod support;
+
 use std::collections::{HashMap, HashSet};
-use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
-    TraceService, TraceServiceServer,
-};
-use opentelemetry_proto::tonic::collector::trace::v1::{
-    ExportTraceServiceRequest, ExportTraceServiceResponse,
-};
 use opentelemetry_proto::tonic::common::v1::any_value::Value;
 use opentelemetry_proto::tonic::trace::v1::Span;
 use opentelemetry_proto::tonic::trace::v1::status::StatusCode;
+use support::WAIT;
+use support::otlp::TraceReceiver;
 use tributary::telemetry::attributes as attr;
 use tributary::testing::{TestEnv, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
-const WAIT: Duration = Duration::from_secs(60);
-
-/// An OTLP/gRPC trace receiver that keeps every span it is sent.
-#[derive(Clone, Default)]
-struct Receiver {
-    spans: Arc<Mutex<Vec<(String, Span)>>>,
-}
-
-#[tonic::async_trait]
-impl TraceService for Receiver {
-    async fn export(
-        &self,
-        request: tonic::Request<ExportTraceServiceRequest>,
-    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
-        let mut spans = self.spans.lock().unwrap();
-        for resource in request.into_inner().resource_spans {
-            let service = resource
-                .resource
-                .iter()
-                .flat_map(|r| &r.attributes)
-                .find(|a| a.key == "service.name")
-                .and_then(|a| a.value.as_ref())
-                .map(|v| format!("{:?}", v.value))
-                .unwrap_or_default();
-            for scope in resource.scope_spans {
-                spans.extend(scope.spans.into_iter().map(|s| (service.clone(), s)));
-            }
-        }
-        Ok(tonic::Response::new(ExportTraceServiceResponse {
-            partial_success: None,
-        }))
-    }
-}
-
-impl Receiver {
-    async fn start() -> (Self, u16) {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-        let port = listener.local_addr().unwrap().port();
-        let receiver = Self::default();
-        let service = TraceServiceServer::new(receiver.clone())
-            .accept_compressed(tonic::codec::CompressionEncoding::Gzip);
-        tokio::spawn(
-            tonic::transport::Server::builder()
-                .add_service(service)
-                .serve_with_incoming(tokio_stream::wrappers::TcpListenerStream::new(listener)),
-        );
-        (receiver, port)
-    }
-
-    fn spans(&self) -> Vec<Span> {
-        self.spans
-            .lock()
-            .unwrap()
-            .iter()
-            .map(|(_, s)| s.clone())
-            .collect()
-    }
-}
 
 fn attribute(span: &Span, key: &str) -> Option<String> {
     span.attributes
@@ -104,15 +43,6 @@ fn cli(env: &TestEnv, args: &[&str], vars: &[(&str, String)]) -> std::process::O
     })
 }
 
-impl Receiver {
-    /// Whether a run span and at least `steps` step spans have arrived.
-    fn has_run_with_steps(&self, steps: usize) -> bool {
-        let spans = self.spans();
-        spans.iter().filter(|s| s.name == attr::STEP_SPAN).count() >= steps
-            && spans.iter().any(|s| s.name == attr::RUN_SPAN)
-    }
-}
-
 fn otel_env(port: u16) -> Vec<(&'static str, String)> {
     vec![
         (
@@ -128,7 +58,7 @@ fn otel_env(port: u16) -> Vec<(&'static str, String)> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt() {
     let env = TestEnv::start().await;
-    let (receiver, port) = Receiver::start().await;
+    let (receiver, port) = TraceReceiver::start().await;
     let vars = otel_env(port);
     let mut extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
     extra.push(("TRIBUTARY_WORKER_CONCURRENCY", "2"));
@@ -313,7 +243,7 @@ fn rotel_agent() -> std::path::PathBuf {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn spans_reach_a_real_collector_over_otlp_http() {
     let env = TestEnv::start().await;
-    let (receiver, receiver_port) = Receiver::start().await;
+    let (receiver, receiver_port) = TraceReceiver::start().await;
     let grpc = tributary::services::free_port().unwrap();
     let http = tributary::services::free_port().unwrap();
     // The collector takes OTLP/HTTP from the engine and forwards OTLP/gRPC to our receiver.
@@ -375,13 +305,7 @@ async fn spans_reach_a_real_collector_over_otlp_http() {
         "spans through the collector: {:?}",
         receiver.spans().iter().map(|s| &s.name).collect::<Vec<_>>()
     );
-    let services: HashSet<String> = receiver
-        .spans
-        .lock()
-        .unwrap()
-        .iter()
-        .map(|(svc, _)| svc.clone())
-        .collect();
+    let services = receiver.services();
     assert!(
         services.iter().all(|s| s.contains("tributary")),
         "default service name: {services:?}"
@@ -427,7 +351,7 @@ async fn http_calls_are_child_spans_and_no_secret_reaches_logs_spans_or_checkpoi
 
     const CANARY: &str = "canary0secret0value0must0never0leak";
     let env = TestEnv::start().await;
-    let (receiver, port) = Receiver::start().await;
+    let (receiver, port) = TraceReceiver::start().await;
     let mock = MockServer::start().await;
     // The first call fails with a 500 (retried inside the step), the second succeeds.
     Mock::given(method("GET"))

@@ -5,7 +5,7 @@ mod support;
 
 use chrono::{DateTime, NaiveDate, Utc};
 use serde_json::json;
-use support::{SourceFixture, assert_failed_with, assert_succeeded};
+use support::{SourceFixture, answer, answer_first, assert_failed_with, startup_error};
 use wiremock::matchers::{method, path, query_param};
 use wiremock::{Mock, ResponseTemplate};
 
@@ -30,14 +30,19 @@ fn settings(uri: &str, indicators: &[&str], per_page: u32) -> String {
 const GDP: &str = "/v2/country/VEN/indicator/NY.GDP.MKTP.CD";
 const CPI: &str = "/v2/country/VEN/indicator/FP.CPI.TOTL.ZG";
 
-/// (indicator, period, updated_at) of every row.
-async fn stamps(fx: &SourceFixture) -> Vec<(String, String, DateTime<Utc>)> {
-    sqlx::query_as(
-        "SELECT indicator_id, period, updated_at FROM worldbank_observations ORDER BY 1, 2",
-    )
-    .fetch_all(&fx.db)
-    .await
-    .unwrap()
+/// ("indicator/period", updated_at) of every row.
+async fn stamps(fx: &SourceFixture) -> Vec<(String, DateTime<Utc>)> {
+    fx.snapshot("worldbank_observations", "indicator_id, period")
+        .await
+}
+
+/// Runs `worldbank` expecting it to fail with `error`, having asked the mock what it expected
+/// and stored no observation.
+async fn assert_fails_with(fx: &SourceFixture, error: &str) {
+    let view = fx.run("worldbank", json!({})).await;
+    assert_failed_with(&view, error);
+    fx.mock.verify().await;
+    assert_eq!(fx.count("worldbank_observations").await, 0);
 }
 
 #[derive(sqlx::FromRow)]
@@ -87,8 +92,7 @@ async fn worldbank_follows_every_page_of_every_indicator_and_keeps_null_values_a
         .mount(&fx.mock)
         .await;
 
-    let view = fx.run("worldbank", json!({})).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("worldbank", json!({})).await;
     fx.mock.verify().await;
     assert_eq!(fx.count("worldbank_observations").await, 5 + 4 + 3);
     assert_eq!(view.output.unwrap()["inserted"], 12);
@@ -176,18 +180,13 @@ async fn worldbank_rerun_changes_nothing_and_a_revision_updates_only_its_row() {
             .mount(&fx.mock)
             .await;
     }
-    Mock::given(path(CPI))
-        .respond_with(json_body(fixture!("ven_cpi.json")))
-        .expect(3)
-        .mount(&fx.mock)
-        .await;
+    answer(&fx.mock, CPI, json_body(fixture!("ven_cpi.json")), 3).await;
     let window = json!({"start": "2025-04-01T05:00:00Z", "end": "2025-07-01T05:00:00Z"});
 
-    assert_succeeded(&fx.run("worldbank", window.clone()).await);
+    fx.run_ok("worldbank", window.clone()).await;
     let rows = fx.count("worldbank_observations").await;
     let before = stamps(&fx).await;
-    let view = fx.run("worldbank", window.clone()).await;
-    assert_succeeded(&view);
+    let view = fx.run_ok("worldbank", window.clone()).await;
     let out = view.output.unwrap();
     assert_eq!(
         (&out["inserted"], &out["updated"]),
@@ -198,13 +197,14 @@ async fn worldbank_rerun_changes_nothing_and_a_revision_updates_only_its_row() {
     assert_eq!(stamps(&fx).await, before);
 
     // The series is revised: 2015 gets a value (null → number), lastupdated moves.
-    Mock::given(path(GDP))
-        .respond_with(json_body(fixture!("ven_gdp_revised.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("worldbank", window).await;
-    assert_succeeded(&view);
+    answer(
+        &fx.mock,
+        GDP,
+        json_body(fixture!("ven_gdp_revised.json")),
+        1,
+    )
+    .await;
+    let view = fx.run_ok("worldbank", window).await;
     fx.mock.verify().await;
     let out = view.output.unwrap();
     assert_eq!(
@@ -213,11 +213,11 @@ async fn worldbank_rerun_changes_nothing_and_a_revision_updates_only_its_row() {
         "{out}"
     );
     let after = stamps(&fx).await;
-    for ((indicator, period, was), (_, _, now)) in before.iter().zip(&after) {
-        if indicator == "NY.GDP.MKTP.CD" && period == "2015" {
+    for ((key, was), (_, now)) in before.iter().zip(&after) {
+        if key == "NY.GDP.MKTP.CD/2015" {
             assert!(now > was, "the revised row's updated_at moves");
         } else {
-            assert_eq!(now, was, "{indicator} {period} was not touched");
+            assert_eq!(now, was, "{key} was not touched");
         }
     }
     let value: Option<String> = sqlx::query_scalar(
@@ -237,13 +237,8 @@ async fn worldbank_rerun_changes_nothing_and_a_revision_updates_only_its_row() {
 #[tokio::test]
 async fn worldbank_empty_series_stores_nothing_and_succeeds() {
     let fx = SourceFixture::start(|uri| settings(uri, &["NY.GDP.MKTP.CD"], 1000)).await;
-    Mock::given(path(GDP))
-        .respond_with(json_body(fixture!("empty.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("worldbank", json!({})).await;
-    assert_succeeded(&view);
+    answer(&fx.mock, GDP, json_body(fixture!("empty.json")), 1).await;
+    let view = fx.run_ok("worldbank", json!({})).await;
     fx.mock.verify().await;
     assert_eq!(fx.count("worldbank_observations").await, 0);
     assert_eq!(view.output.unwrap()["indicators"][0]["observations"], 0);
@@ -263,7 +258,7 @@ async fn worldbank_default_date_range_ends_with_the_windows_year() {
         .mount(&fx.mock)
         .await;
     let window = json!({"start": "2025-04-01T05:00:00Z", "end": "2025-07-01T05:00:00Z"});
-    assert_succeeded(&fx.run("worldbank", window).await);
+    fx.run_ok("worldbank", window).await;
     fx.mock.verify().await;
 }
 
@@ -276,36 +271,30 @@ async fn worldbank_api_error_message_is_fatal_with_its_text() {
         .mount(&fx.mock)
         .await;
     // HTTP 200 with a message array: an error, asked once, not retried.
-    Mock::given(path(CPI))
-        .respond_with(json_body(fixture!("error_120.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("worldbank", json!({})).await;
-    assert_failed_with(
-        &view,
+    answer(&fx.mock, CPI, json_body(fixture!("error_120.json")), 1).await;
+    // The run fails before any indicator is stored.
+    assert_fails_with(
+        &fx,
         "worldbank: FP.CPI.TOTL.ZG: the API answered error 120 (Invalid value): The provided parameter value is not valid",
-    );
-    fx.mock.verify().await;
-    // The run failed before any indicator was stored.
-    assert_eq!(fx.count("worldbank_observations").await, 0);
+    )
+    .await;
 }
 
 #[tokio::test]
 async fn worldbank_malformed_value_fails_naming_the_record_and_field_and_writes_nothing() {
     let fx = SourceFixture::start(|uri| settings(uri, &["NY.GDP.MKTP.CD"], 1000)).await;
-    Mock::given(path(GDP))
-        .respond_with(json_body(fixture!("ven_gdp_malformed.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    let view = fx.run("worldbank", json!({})).await;
-    assert_failed_with(
-        &view,
+    answer(
+        &fx.mock,
+        GDP,
+        json_body(fixture!("ven_gdp_malformed.json")),
+        1,
+    )
+    .await;
+    assert_fails_with(
+        &fx,
         "worldbank: record NY.GDP.MKTP.CD/VEN/2014: field value: \"n/a\" is not a number or null",
-    );
-    fx.mock.verify().await;
-    assert_eq!(fx.count("worldbank_observations").await, 0);
+    )
+    .await;
     assert_eq!(fx.cursor("worldbank", "NY.GDP.MKTP.CD").await, None);
 }
 
@@ -313,35 +302,23 @@ async fn worldbank_malformed_value_fails_naming_the_record_and_field_and_writes_
 async fn worldbank_429_with_retry_after_and_503_pages_are_retried_then_succeed() {
     let fx = SourceFixture::start(|uri| settings(uri, &["NY.GDP.MKTP.CD", "FP.CPI.TOTL.ZG"], 1000))
         .await;
-    Mock::given(path(GDP))
-        .respond_with(
-            ResponseTemplate::new(429)
-                .insert_header("Retry-After", "1")
-                .set_body_raw("Too Many Requests", "text/plain"),
-        )
-        .up_to_n_times(1)
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path(GDP))
-        .respond_with(json_body(fixture!("ven_gdp_revised.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let throttled = ResponseTemplate::new(429)
+        .insert_header("Retry-After", "1")
+        .set_body_raw("Too Many Requests", "text/plain");
+    answer_first(&fx.mock, GDP, throttled, 1).await;
+    answer(
+        &fx.mock,
+        GDP,
+        json_body(fixture!("ven_gdp_revised.json")),
+        1,
+    )
+    .await;
     // Under load the API answers 503 with an HTML page.
-    Mock::given(path(CPI))
-        .respond_with(ResponseTemplate::new(503).set_body_raw(fixture!("503.html"), "text/html"))
-        .up_to_n_times(2)
-        .expect(2)
-        .mount(&fx.mock)
-        .await;
-    Mock::given(path(CPI))
-        .respond_with(json_body(fixture!("ven_cpi.json")))
-        .expect(1)
-        .mount(&fx.mock)
-        .await;
+    let overloaded = ResponseTemplate::new(503).set_body_raw(fixture!("503.html"), "text/html");
+    answer_first(&fx.mock, CPI, overloaded, 2).await;
+    answer(&fx.mock, CPI, json_body(fixture!("ven_cpi.json")), 1).await;
     let started = std::time::Instant::now();
-    assert_succeeded(&fx.run("worldbank", json!({})).await);
+    fx.run_ok("worldbank", json!({})).await;
     assert!(started.elapsed() >= std::time::Duration::from_millis(900));
     fx.mock.verify().await;
     assert_eq!(fx.count("worldbank_observations").await, 5 + 4);
@@ -349,19 +326,7 @@ async fn worldbank_429_with_retry_after_and_503_pages_are_retried_then_succeed()
 
 #[tokio::test]
 async fn worldbank_invalid_settings_fail_at_start_up_naming_the_key() {
-    let mut config = tributary::config::Config::default();
-    config.sources.insert(
-        "worldbank".into(),
-        toml::from_str("indicators = [\"NY.GDP.MKTP.CD\", \"../etc\"]").unwrap(),
-    );
-    // Checked when the ingestion resources are built, before any connection is made.
-    let e = tributary_workflows::sources::Ingest::connect(
-        std::sync::Arc::new(config),
-        tributary::ratelimit::RateLimiter::local_only(Default::default()),
-    )
-    .await
-    .unwrap_err()
-    .to_string();
+    let e = startup_error("worldbank", "indicators = [\"NY.GDP.MKTP.CD\", \"../etc\"]").await;
     assert!(
         e.contains("sources.worldbank") && e.contains("not an indicator id"),
         "{e}"
