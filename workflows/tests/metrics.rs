@@ -338,9 +338,11 @@ async fn a_metrics_address_in_use_stops_the_worker_with_a_message_naming_it() {
     let mut worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_METRICS_LISTEN", &addr)]);
     let status = worker.wait(WAIT).await.expect("the worker exits");
     assert!(!status.success());
-    let logs = worker.logs().join("\n");
+    // The exit can be seen before the stderr reader has taken the last lines: wait for them.
+    let message = format!("cannot serve /metrics on {addr}");
     assert!(
-        logs.contains(&format!("cannot serve /metrics on {addr}")),
-        "{logs}"
+        worker.wait_for_log(&message, WAIT).await,
+        "{}",
+        worker.logs().join("\n")
     );
 }
