@@ -18,6 +18,20 @@ fn config_file(text: &str) -> std::path::PathBuf {
     path
 }
 
+/// Runs the `tributary` CLI against the test's servers, with a configuration file if given.
+fn run_cli(env: &TestEnv, config: Option<&std::path::Path>, args: &[&str]) -> std::process::Output {
+    let mut command = std::process::Command::new(BIN);
+    command
+        .args(args)
+        .env("REDIS_URL", env.redis.url())
+        .env("DATABASE_URL", env.postgres.url())
+        .env("RUST_LOG", "warn");
+    if let Some(file) = config {
+        command.env("TRIBUTARY_CONFIG", file);
+    }
+    command.output().unwrap()
+}
+
 /// (tick, input) of every scheduled hello run, by tick.
 async fn scheduled_runs(engine: &Engine) -> Vec<(DateTime<Utc>, Value, String)> {
     let rows: Vec<(String, Value, String)> = sqlx::query_as(
@@ -105,16 +119,7 @@ async fn a_paused_schedule_starts_nothing_until_resumed() {
         ],
     );
     let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let cli = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .args(args)
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .env("TRIBUTARY_CONFIG", &file)
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| run_cli(&env, Some(&file), args);
     assert!(eventually(WAIT, || async { !scheduled_runs(&engine).await.is_empty() }).await);
     let out = tokio::task::block_in_place(|| cli(&["schedules", "pause", "hello-heartbeat"]));
     assert!(out.status.success(), "{out:?}");
@@ -185,15 +190,7 @@ async fn backfill_starts_one_run_per_tick_of_the_period_and_never_twice() {
     let env = TestEnv::start().await;
     let _worker = env.spawn_worker(BIN.as_ref(), &[]);
     let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    let cli = |args: &[&str]| {
-        std::process::Command::new(BIN)
-            .args(args)
-            .env("REDIS_URL", env.redis.url())
-            .env("DATABASE_URL", env.postgres.url())
-            .env("RUST_LOG", "warn")
-            .output()
-            .unwrap()
-    };
+    let cli = |args: &[&str]| run_cli(&env, None, args);
     // hello-heartbeat is hourly: 5 windows in [00:00, 05:00), the last ending at 05:00.
     let args = [
         "backfill",
