@@ -189,26 +189,32 @@ async fn a_run_across_two_worker_processes_is_one_trace_with_a_span_per_attempt(
     );
 }
 
+/// Starts a worker and runs `chain3` to its end through the CLI, both with `vars`; the worker
+/// is returned so that it lives as long as the caller needs its spans.
+fn chain3_through_a_worker(
+    env: &TestEnv,
+    vars: &[(&str, String)],
+) -> (tributary::testing::WorkerProcess, std::process::Output) {
+    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let worker = env.spawn_worker(BIN.as_ref(), &extra);
+    let args = [
+        "start",
+        "chain3",
+        "--input",
+        "1",
+        "--wait",
+        "--timeout",
+        "60s",
+    ];
+    (worker, cli(env, &args, vars))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn with_no_collector_reachable_the_engine_runs_normally() {
     let env = TestEnv::start().await;
     let closed = tributary::services::free_port().unwrap();
     let vars = otel_env(closed);
-    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _worker = env.spawn_worker(BIN.as_ref(), &extra);
-    let out = cli(
-        &env,
-        &[
-            "start",
-            "chain3",
-            "--input",
-            "1",
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-        &vars,
-    );
+    let (_worker, out) = chain3_through_a_worker(&env, &vars);
     assert!(out.status.success(), "{out:?}");
     assert_eq!(String::from_utf8_lossy(&out.stdout).trim(), "4");
 }
@@ -283,21 +289,7 @@ async fn spans_reach_a_real_collector_over_otlp_http() {
         ("OTEL_EXPORTER_OTLP_PROTOCOL", "http/protobuf".to_owned()),
         ("OTEL_BSP_SCHEDULE_DELAY", "100".to_owned()),
     ];
-    let extra: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
-    let _worker = env.spawn_worker(BIN.as_ref(), &extra);
-    let out = cli(
-        &env,
-        &[
-            "start",
-            "chain3",
-            "--input",
-            "1",
-            "--wait",
-            "--timeout",
-            "60s",
-        ],
-        &vars,
-    );
+    let (_worker, out) = chain3_through_a_worker(&env, &vars);
     assert!(out.status.success(), "{out:?}");
     let arrived = eventually(WAIT, || async { receiver.has_run_with_steps(3) }).await;
     assert!(
