@@ -295,7 +295,13 @@ async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
             serve(engine).await
         }
         Command::Migrate => {
-            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            let store = Store::connect(
+                config.database_url()?,
+                2,
+                config.connect_timeout,
+                config.worker.lease,
+            )
+            .await?;
             store.migrate().await?;
             println!("migrations applied");
             Ok(())
@@ -331,7 +337,13 @@ async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
         }
         Command::Status { run, json } => {
             config.worker.database_connections = 2;
-            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            let store = Store::connect(
+                config.database_url()?,
+                2,
+                config.connect_timeout,
+                config.worker.lease,
+            )
+            .await?;
             let view = store.run_view(run).await?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&view)?);
@@ -348,7 +360,13 @@ async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Cancel { run } => {
-            let store = Store::connect(config.database_url()?, 2, config.connect_timeout).await?;
+            let store = Store::connect(
+                config.database_url()?,
+                2,
+                config.connect_timeout,
+                config.worker.lease,
+            )
+            .await?;
             if store.cancel(run).await? {
                 println!("run {run} cancelled");
             } else {

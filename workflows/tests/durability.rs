@@ -38,12 +38,19 @@ async fn assert_each_step_committed_once(engine: &Engine) {
     );
 }
 
-async fn wait_all(engine: &Engine, runs: &[RunId]) {
+async fn wait_all(engine: &Engine, runs: &[RunId], workers: &[WorkerProcess]) {
     for run in runs {
-        let view = engine
-            .wait(*run, WAIT)
-            .await
-            .unwrap_or_else(|e| panic!("run {run}: {e}"));
+        let view = match engine.wait(*run, WAIT).await {
+            Ok(view) => view,
+            Err(e) => {
+                // Everything needed to tell why: the run's steps and events, what Redis holds
+                // pending, and what each worker logged.
+                let view = engine.status(*run).await;
+                let pending = engine.transport().pending(100).await;
+                let logs: Vec<_> = workers.iter().map(|w| (w.pid(), w.logs())).collect();
+                panic!("run {run}: {e}\n{view:#?}\npending: {pending:#?}\nlogs: {logs:#?}")
+            }
+        };
         assert_eq!(view.status, "succeeded", "{view:#?}");
     }
 }
@@ -71,6 +78,34 @@ async fn holder_pid(engine: &Engine, step: &str) -> u32 {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     panic!("no worker picked up {step} within {WAIT:?}");
+}
+
+/// Waits until some worker is *executing* `step` (not merely holding its entry: it may still
+/// be loading it), and returns that worker's pid. A running step is in the worker's lease
+/// keeper, which renews its entry every third of the lease: the entry's idle time drops.
+async fn executing_pid(engine: &Engine, step: &str) -> u32 {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    let mut seen: Option<(String, String, Duration)> = None;
+    while tokio::time::Instant::now() < deadline {
+        for pending in engine.transport().pending(100).await.unwrap() {
+            let entry = engine.transport().entry(&pending.id).await.unwrap();
+            if !entry.is_some_and(|e| e.fields.iter().any(|(k, v)| k == "step" && v == step)) {
+                continue;
+            }
+            match &seen {
+                Some((id, consumer, idle))
+                    if *id == pending.id
+                        && *consumer == pending.consumer
+                        && pending.idle < *idle =>
+                {
+                    return pid_of(&pending.consumer);
+                }
+                _ => seen = Some((pending.id, pending.consumer, pending.idle)),
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    panic!("no worker ran {step} within {WAIT:?}");
 }
 
 /// Starts 20 `demo` runs of 3 items whose steps sleep `base + step * i` ms: in flight for a while.
@@ -112,7 +147,7 @@ async fn a_worker_killed_mid_step_is_reclaimed_and_every_step_commits_once() {
         .expect("the holder is one of ours");
     workers[index].kill().await;
 
-    wait_all(&engine, &[run]).await;
+    wait_all(&engine, &[run], &workers).await;
     let view = engine.status(run).await.unwrap();
     assert!(
         view.events.iter().any(|e| e.kind == "step_reclaimed"),
@@ -134,12 +169,13 @@ async fn a_stalled_worker_is_fenced_and_its_late_result_is_discarded() {
     let run = engine
         .start(
             "demo",
-            json!({"n": 1, "sleep_ms": 3000}),
+            json!({"n": 1, "sleep_ms": 4000}),
             StartOptions::default(),
         )
         .await
         .unwrap();
-    let holder = holder_pid(&engine, "square[0]").await;
+    // Frozen in the middle of square[0]'s 4 s of work.
+    let holder = executing_pid(&engine, "square[0]").await;
     let zombie = workers
         .iter()
         .find(|w| w.pid() == holder)
@@ -147,7 +183,7 @@ async fn a_stalled_worker_is_fenced_and_its_late_result_is_discarded() {
     zombie.signal("STOP").await;
 
     // The other worker reclaims after the 2 s lease, fences attempt 1 and runs attempt 2.
-    wait_all(&engine, &[run]).await;
+    wait_all(&engine, &[run], &workers).await;
     let view = engine.status(run).await.unwrap();
     let square = view.steps.iter().find(|s| s.step == "square[0]").unwrap();
     assert_eq!(square.attempt, 2, "{square:?}");
@@ -176,11 +212,42 @@ async fn a_stalled_worker_is_fenced_and_its_late_result_is_discarded() {
     assert_each_step_committed_once(&engine).await;
 }
 
+/// A process frozen in the middle of a transaction (a SIGSTOP, a VM pause) holds its run's lock
+/// only until PostgreSQL ends its session, after the lease: the other processes' writes to that
+/// run go through. (Seen in CI before this bound: a worker stopped mid-checkpoint left the other
+/// worker's reclaimer waiting on the run lock for good.) Here the frozen transaction is one left
+/// open on purpose, holding the lock a checkpoint takes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_left_open_by_a_frozen_process_does_not_hold_up_the_run() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let run = engine
+        .start("demo", json!({"n": 1}), StartOptions::default())
+        .await
+        .unwrap();
+    let mut frozen = engine.store().pool().begin().await.unwrap();
+    sqlx::query("SELECT 1 FROM tributary_runs WHERE run_id = $1 FOR UPDATE")
+        .bind(run.0)
+        .execute(&mut *frozen)
+        .await
+        .unwrap();
+
+    // Cancelling takes the same lock: it waits for the frozen transaction, then goes through.
+    let cancelled = tokio::time::timeout(WAIT, engine.cancel(run))
+        .await
+        .expect("the cancel still waits on the frozen transaction's lock")
+        .unwrap();
+    assert!(cancelled);
+    assert_eq!(engine.status(run).await.unwrap().status, "cancelled");
+    // The frozen transaction was rolled back with its session: it can no longer commit.
+    assert!(frozen.commit().await.is_err());
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn redis_restarted_without_persistence_loses_no_run() {
     let mut env = TestEnv::start().await;
     let engine = client(&env).await;
-    let _workers = [worker(&env), worker(&env)];
+    let workers = [worker(&env), worker(&env)];
     let runs = start_demo_runs(&engine, 200, 20).await;
     // Some progress, then all stream data is gone.
     assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
@@ -197,28 +264,28 @@ async fn redis_restarted_without_persistence_loses_no_run() {
         "no rebuild after the restart"
     );
 
-    wait_all(&engine, &runs).await;
+    wait_all(&engine, &runs, &workers).await;
     assert_each_step_committed_once(&engine).await;
     // Workers keep consuming after the restart: a new run completes too.
     let late = engine
         .start("hello", json!(null), StartOptions::default())
         .await
         .unwrap();
-    wait_all(&engine, &[late]).await;
+    wait_all(&engine, &[late], &workers).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_flight_loses_no_run() {
     let mut env = TestEnv::start().await;
     let engine = client(&env).await;
-    let _workers = [worker(&env), worker(&env)];
+    let workers = [worker(&env), worker(&env)];
     let runs = start_demo_runs(&engine, 100, 30).await;
     assert!(eventually(WAIT, || async { !commits(&engine).await.is_empty() }).await);
     env.postgres.kill().await.unwrap();
     tokio::time::sleep(Duration::from_millis(500)).await; // workers now fail to commit and back off
     env.postgres.restart().await.unwrap();
 
-    wait_all(&engine, &runs).await;
+    wait_all(&engine, &runs, &workers).await;
     assert_each_step_committed_once(&engine).await;
 }
 
@@ -226,12 +293,12 @@ async fn postgres_restarted_mid_flight_loses_no_run() {
 async fn two_workers_share_the_load_and_no_step_completes_twice() {
     let env = TestEnv::start().await;
     let engine = client(&env).await;
-    let _workers = [worker(&env), worker(&env)];
+    let workers = [worker(&env), worker(&env)];
     let starts: Vec<_> = (0..200u64)
         .map(|i| ("chain3".to_owned(), json!(i), StartOptions::default()))
         .collect();
     let runs = engine.start_batch(&starts).await.unwrap();
-    wait_all(&engine, &runs).await;
+    wait_all(&engine, &runs, &workers).await;
     for (i, run) in runs.iter().enumerate() {
         assert_eq!(
             engine.status(*run).await.unwrap().output,
@@ -291,8 +358,8 @@ async fn sigterm_lets_the_running_step_finish_before_the_worker_exits() {
     );
 
     // The rest of the run waits for a worker, and completes with one.
-    let _second = worker(&env);
-    wait_all(&engine, &[run]).await;
+    let second = worker(&env);
+    wait_all(&engine, &[run], std::slice::from_ref(&second)).await;
     assert!(
         !engine
             .status(run)
@@ -360,7 +427,7 @@ async fn unreachable_servers_and_bad_configuration_give_clear_errors() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_starts_waits_and_shows_status() {
     let env = TestEnv::start().await;
-    let _worker = worker(&env);
+    let worker = worker(&env);
     let cli = |args: &[&str]| {
         std::process::Command::new(BIN)
             .args(args)
@@ -381,7 +448,12 @@ async fn the_cli_starts_waits_and_shows_status() {
     let out = tokio::task::block_in_place(|| cli(&["start", "chain3", "--input", "39"]));
     let run = String::from_utf8_lossy(&out.stdout).trim().to_owned();
     let engine = client(&env).await;
-    wait_all(&engine, &[run.parse().unwrap()]).await;
+    wait_all(
+        &engine,
+        &[run.parse().unwrap()],
+        std::slice::from_ref(&worker),
+    )
+    .await;
     let out = tokio::task::block_in_place(|| cli(&["status", &run]));
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(
@@ -407,7 +479,7 @@ async fn the_cli_starts_waits_and_shows_status() {
 async fn a_step_longer_than_its_lease_renews_it_and_is_not_reclaimed() {
     let env = TestEnv::start().await;
     let engine = client(&env).await;
-    let _workers = [worker(&env), worker(&env)];
+    let workers = [worker(&env), worker(&env)];
     // 5 s of work under a 2 s lease: only renewal keeps the other worker away.
     let run = engine
         .start(
@@ -417,7 +489,7 @@ async fn a_step_longer_than_its_lease_renews_it_and_is_not_reclaimed() {
         )
         .await
         .unwrap();
-    wait_all(&engine, &[run]).await;
+    wait_all(&engine, &[run], &workers).await;
     let view = engine.status(run).await.unwrap();
     assert!(
         !view.events.iter().any(|e| e.kind == "step_reclaimed"),
@@ -471,8 +543,8 @@ async fn past_the_shutdown_grace_a_step_is_cancelled_and_handed_back() {
     // The handed-back entry is waiting on the stream for the next worker, not in a pending list.
     let pending = engine.transport().pending(10).await.unwrap();
     assert!(pending.is_empty(), "{pending:?}");
-    let _second = worker(&env);
-    wait_all(&engine, &[run]).await;
+    let second = worker(&env);
+    wait_all(&engine, &[run], std::slice::from_ref(&second)).await;
     assert_each_step_committed_once(&engine).await;
 }
 
@@ -551,17 +623,22 @@ async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
     });
     let first_run = String::from_utf8_lossy(&count.stdout).trim().to_owned();
 
-    let kill = tokio::process::Command::new("kill")
-        .arg(first.id().unwrap().to_string())
-        .status()
-        .await
-        .unwrap();
-    assert!(kill.success());
-    let status = tokio::time::timeout(WAIT, first.wait())
-        .await
-        .expect("dev stops on SIGTERM")
-        .unwrap();
-    assert!(status.success(), "{status:?}");
+    // SIGTERM: `dev` stops its worker, then its servers. (A SIGKILL would leave the servers
+    // running, orphaned.)
+    async fn terminate(child: &mut tokio::process::Child) {
+        let kill = tokio::process::Command::new("kill")
+            .arg(child.id().unwrap().to_string())
+            .status()
+            .await
+            .unwrap();
+        assert!(kill.success());
+        let status = tokio::time::timeout(WAIT, child.wait())
+            .await
+            .expect("dev stops on SIGTERM")
+            .unwrap();
+        assert!(status.success(), "{status:?}");
+    }
+    terminate(&mut first).await;
 
     // Started again on the same state directory: the runs are still there.
     let mut second = dev();
@@ -587,8 +664,7 @@ async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
     .await;
     let status = tokio::task::block_in_place(|| cli(&redis, &pg, &["status", &first_run]));
     assert!(finished, "{status:?}");
-    second.kill().await.unwrap();
-    drop(second);
+    terminate(&mut second).await;
     let _ = std::fs::remove_dir_all(&state);
 }
 
@@ -596,7 +672,7 @@ async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
 async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
     let env = TestEnv::start().await;
     let engine = client(&env).await;
-    let _worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_WORKER_CONCURRENCY", "2")]);
+    let worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_WORKER_CONCURRENCY", "2")]);
     let run = engine
         .start(
             "demo",
@@ -614,7 +690,7 @@ async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    wait_all(&engine, &[run]).await;
+    wait_all(&engine, &[run], std::slice::from_ref(&worker)).await;
     assert!(most >= 1, "the sampling saw the worker busy");
     assert!(
         most <= 2,

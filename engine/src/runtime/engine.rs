@@ -86,6 +86,7 @@ impl Engine {
             config.database_url()?,
             config.worker.database_connections,
             config.connect_timeout,
+            config.worker.lease,
         )
         .await?;
         store.migrate().await?;

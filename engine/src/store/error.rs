@@ -75,6 +75,8 @@ impl Error {
                     || code == "40001"
                     || code == "40P01"
                     || code == "53300"
+                    // The server ended a session left idle mid-transaction (see `Store::connect`).
+                    || code == "25P03"
             }
             _ => false,
         }

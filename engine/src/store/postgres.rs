@@ -247,17 +247,31 @@ pub struct Store {
 impl Store {
     /// Connects a pool to `url`, failing after `connect_timeout` with a clear error.
     ///
+    /// `stalled_after` bounds how long a transaction of this pool may sit idle between its
+    /// statements (PostgreSQL's `idle_in_transaction_session_timeout`): past it, the server
+    /// ends the session and rolls the transaction back. A process frozen mid-transaction (a
+    /// SIGSTOP, a VM pause, a debugger) would otherwise hold its run locks for as long as it is
+    /// frozen, and every other worker's checkpoint or fence of that run would wait behind it.
+    /// The engine passes the worker lease: by then the frozen process's entries are being
+    /// reclaimed anyway, and its late commit fails (a transient error) and is then fenced.
+    ///
     /// # Errors
     /// [`Error::InvalidUrl`] or [`Error::Connect`].
     pub async fn connect(
         url: &str,
         max_connections: u32,
         connect_timeout: Duration,
+        stalled_after: Duration,
     ) -> Result<Self, Error> {
         let options: PgConnectOptions = url.parse().map_err(|source| Error::InvalidUrl {
             url: redact_url(url),
             source,
         })?;
+        let millis = stalled_after
+            .as_millis()
+            .clamp(1, i32::MAX as u128)
+            .to_string();
+        let options = options.options([("idle_in_transaction_session_timeout", millis.as_str())]);
         let pool = PgPoolOptions::new()
             .max_connections(max_connections)
             .acquire_timeout(connect_timeout)
