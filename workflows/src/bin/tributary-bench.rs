@@ -5,7 +5,7 @@
 //!
 //! ```text
 //! cargo build --release --bins
-//! ./target/release/tributary-bench [--quick] [--repeat N] [--workers-concurrency N]
+//! ./target/release/tributary-bench [--quick] [--repeat N] [--workers-concurrency N] [--only PARTS]
 //! ./target/release/tributary-bench --telemetry-overhead [--quick] [--repeat N]
 //! ```
 //!
@@ -50,6 +50,8 @@ options:
   --workers-concurrency N    TRIBUTARY_WORKER_CONCURRENCY of each worker process (default 64)
   --worker-db-connections N  TRIBUTARY_WORKER_DATABASE_CONNECTIONS of each worker (default 16)
   --timeout SECS             hard limit of one workload run (default 120)
+  --only LIST                only these parts, comma-separated, of: raw, starts, drain,
+                             chains, latency, rss (default: all of them)
   --telemetry-overhead       only the drain workload (1 worker), with OpenTelemetry off
                              (OTEL_SDK_DISABLED=true) and with spans and metrics exported
                              over OTLP/HTTP to an in-process sink; prints both and the difference
@@ -139,23 +141,26 @@ async fn run(env: &mut Env) -> Result<()> {
     close(&engine).await;
 
     let mut rows = Rows::default();
-    println!("\n== raw limits of these servers ==");
-    raw_limits(env, &mut rows).await?;
-
     let repeat = env.opts.repeat;
     let o = env.opts.clone();
-
-    println!("\n== (d) starts/s: one client, start_batch of {START_BATCH}, no worker ==");
-    let ids = rows.add(&[(
-        format!("(d) start {} hello, batches of {START_BATCH}", o.start_runs),
-        "starts/s",
-    )]);
-    for rep in 1..=repeat {
-        let result = starts_rep(env).await;
-        rows.record(&ids, rep, result);
+    if o.runs("raw") {
+        println!("\n== raw limits of these servers ==");
+        raw_limits(env, &mut rows).await?;
     }
 
-    for workers in [1, 2] {
+    if o.runs("starts") {
+        println!("\n== (d) starts/s: one client, start_batch of {START_BATCH}, no worker ==");
+        let ids = rows.add(&[(
+            format!("(d) start {} hello, batches of {START_BATCH}", o.start_runs),
+            "starts/s",
+        )]);
+        for rep in 1..=repeat {
+            let result = starts_rep(env).await;
+            rows.record(&ids, rep, result);
+        }
+    }
+
+    for workers in [1, 2].into_iter().filter(|_| o.runs("drain")) {
         println!(
             "\n== (a) drain {} started hello runs, {workers} worker process(es) ==",
             o.drain_runs
@@ -170,7 +175,7 @@ async fn run(env: &mut Env) -> Result<()> {
         }
     }
 
-    for workers in [1, 2] {
+    for workers in [1, 2].into_iter().filter(|_| o.runs("chains")) {
         println!(
             "\n== (b) {} chain3 runs started at once, {workers} worker process(es) running ==",
             o.chain_runs
@@ -185,43 +190,47 @@ async fn run(env: &mut Env) -> Result<()> {
         }
     }
 
-    println!(
-        "\n== (c) latency at light load: ~{} starts/s for {} s (at most {}), 1 worker ==",
-        o.latency_rate, o.latency_secs, o.latency_max
-    );
-    let ids = rows.add(&[
-        ("(c) hello: start -> step running, p50".into(), "ms"),
-        ("(c) hello: start -> step running, p99".into(), "ms"),
-        ("(c) hello: start -> run succeeded, p50".into(), "ms"),
-        ("(c) hello: start -> run succeeded, p99".into(), "ms"),
-        ("(c) hello: start() call, client side, p50".into(), "ms"),
-        ("(c) hello: start() call, client side, p99".into(), "ms"),
-    ]);
-    for rep in 1..=repeat {
-        let result = latency_rep(env, "hello", "hello").await;
-        rows.record(&ids, rep, result);
-    }
-    let ids = rows.add(&[
-        ("(c) chain3: start -> step c running, p50".into(), "ms"),
-        ("(c) chain3: start -> step c running, p99".into(), "ms"),
-        ("(c) chain3: start -> run succeeded, p50".into(), "ms"),
-        ("(c) chain3: start -> run succeeded, p99".into(), "ms"),
-    ]);
-    for rep in 1..=repeat {
-        let result = latency_rep(env, "chain3", "c")
-            .await
-            .map(|v| v[..4].to_vec());
-        rows.record(&ids, rep, result);
+    if o.runs("latency") {
+        println!(
+            "\n== (c) latency at light load: ~{} starts/s for {} s (at most {}), 1 worker ==",
+            o.latency_rate, o.latency_secs, o.latency_max
+        );
+        let ids = rows.add(&[
+            ("(c) hello: start -> step running, p50".into(), "ms"),
+            ("(c) hello: start -> step running, p99".into(), "ms"),
+            ("(c) hello: start -> run succeeded, p50".into(), "ms"),
+            ("(c) hello: start -> run succeeded, p99".into(), "ms"),
+            ("(c) hello: start() call, client side, p50".into(), "ms"),
+            ("(c) hello: start() call, client side, p99".into(), "ms"),
+        ]);
+        for rep in 1..=repeat {
+            let result = latency_rep(env, "hello", "hello").await;
+            rows.record(&ids, rep, result);
+        }
+        let ids = rows.add(&[
+            ("(c) chain3: start -> step c running, p50".into(), "ms"),
+            ("(c) chain3: start -> step c running, p99".into(), "ms"),
+            ("(c) chain3: start -> run succeeded, p50".into(), "ms"),
+            ("(c) chain3: start -> run succeeded, p99".into(), "ms"),
+        ]);
+        for rep in 1..=repeat {
+            let result = latency_rep(env, "chain3", "c")
+                .await
+                .map(|v| v[..4].to_vec());
+            rows.record(&ids, rep, result);
+        }
     }
 
-    println!(
-        "\n== (e) idle worker memory: VmRSS after {} s idle ==",
-        IDLE_BEFORE_RSS.as_secs()
-    );
-    let ids = rows.add(&[("(e) idle worker process, VmRSS".into(), "MiB")]);
-    for rep in 1..=repeat {
-        let result = idle_rss_rep(env).await;
-        rows.record(&ids, rep, result);
+    if o.runs("rss") {
+        println!(
+            "\n== (e) idle worker memory: VmRSS after {} s idle ==",
+            IDLE_BEFORE_RSS.as_secs()
+        );
+        let ids = rows.add(&[("(e) idle worker process, VmRSS".into(), "MiB")]);
+        for rep in 1..=repeat {
+            let result = idle_rss_rep(env).await;
+            rows.record(&ids, rep, result);
+        }
     }
     env.notes.append(&mut rows.failures);
 
@@ -435,9 +444,19 @@ struct Opts {
     latency_max: usize,
     raw_secs: u64,
     redis_requests: u64,
+    /// The parts to run (`--only`); all when empty.
+    only: Vec<String>,
 }
 
+/// The parts `--only` may name.
+const PARTS: [&str; 6] = ["raw", "starts", "drain", "chains", "latency", "rss"];
+
 impl Opts {
+    /// Whether `--only` leaves this part in.
+    fn runs(&self, part: &str) -> bool {
+        self.only.is_empty() || self.only.iter().any(|p| p == part)
+    }
+
     /// `None` when help was asked for.
     fn parse() -> Result<Option<Self>> {
         let mut repeat = 3;
@@ -446,6 +465,7 @@ impl Opts {
         let mut concurrency = 64;
         let mut db_connections = 16;
         let mut timeout_secs = 120;
+        let mut only = Vec::new();
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -466,6 +486,15 @@ impl Opts {
                 "--workers-concurrency" => concurrency = positive(&name, &value()?)?,
                 "--worker-db-connections" => db_connections = positive(&name, &value()?)?,
                 "--timeout" => timeout_secs = positive(&name, &value()?)?,
+                "--only" => {
+                    for part in value()?.split(',').map(str::trim) {
+                        ensure!(
+                            PARTS.contains(&part),
+                            "--only takes parts among {PARTS:?}, not {part:?}"
+                        );
+                        only.push(part.to_owned());
+                    }
+                }
                 other => bail!("unknown argument {other:?}\n\n{USAGE}"),
             }
         }
@@ -490,6 +519,7 @@ impl Opts {
             latency_max: 1_000,
             raw_secs,
             redis_requests,
+            only,
         }))
     }
 }
