@@ -833,3 +833,130 @@ async fn a_step_sees_how_many_attempts_it_has_left_counted_from_the_last_manual_
         "a manual retry restores the budget"
     );
 }
+
+/// `input → (left, right) → join`, output `join`.
+fn diamond() -> Workflow {
+    let mut wf = Workflow::builder::<u32>("diamond", 1);
+    let input = wf.input();
+    let left = wf.step(
+        "left",
+        &input,
+        |_: StepContext, x: u32| async move { Ok(x) },
+    );
+    let right = wf.step(
+        "right",
+        &input,
+        |_: StepContext, x: u32| async move { Ok(x) },
+    );
+    let join = wf.step(
+        "join",
+        (&left, &right),
+        |_: StepContext, (l, r): (u32, u32)| async move { Ok(l + r) },
+    );
+    wf.build(&join).unwrap()
+}
+
+/// One step, and the run's output is its input.
+fn echo() -> Workflow {
+    let mut wf = Workflow::builder::<u32>("echo", 1);
+    let input = wf.input();
+    wf.step(
+        "touch",
+        &input,
+        |_: StepContext, x: u32| async move { Ok(x) },
+    );
+    wf.build(&input).unwrap()
+}
+
+/// The checkpoints of one group commit, as the committer hands them to the store: a join whose
+/// two dependencies complete in the same batch is readied once; runs finish in the batch that
+/// completes their last step (output from a step or from the input); a duplicate in the batch
+/// is fenced.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_batch_of_checkpoints_readies_a_join_once_and_finishes_runs() {
+    let env = TestEnv::start().await;
+    let mut registry = Registry::default();
+    registry.register(diamond()).unwrap();
+    registry.register(echo()).unwrap();
+    // No worker: the test plays the committer.
+    let engine = env.engine(registry).await;
+    let (diamond, echo) = (diamond(), echo());
+    let start = |workflow: &str, input: u32| {
+        let engine = engine.clone();
+        let workflow = workflow.to_owned();
+        async move {
+            engine
+                .start(&workflow, json!(input), StartOptions::default())
+                .await
+                .unwrap()
+        }
+    };
+    let (r1, r2, e1) = (
+        start("diamond", 1).await,
+        start("diamond", 2).await,
+        start("echo", 5).await,
+    );
+    let done = |run: tributary::ids::RunId, step: &str, output: serde_json::Value| {
+        tributary::store::Completed {
+            run_id: run,
+            step: step.to_owned(),
+            attempt: 1,
+            output,
+            started_at: chrono::Utc::now(),
+            worker: "test".into(),
+        }
+    };
+    let steps = |results: &[Option<Vec<tributary::store::Dispatch>>]| -> Vec<Option<Vec<String>>> {
+        results
+            .iter()
+            .map(|r| {
+                r.as_ref().map(|d| {
+                    d.iter()
+                        .map(|d| format!("{}:{}", d.run_id, d.step))
+                        .collect()
+                })
+            })
+            .collect()
+    };
+
+    let batch = [
+        done(r1, "left", json!(1)),
+        done(r2, "left", json!(2)),
+        done(r1, "right", json!(1)),
+        done(e1, "touch", json!(5)),
+    ];
+    let members: Vec<_> = batch
+        .iter()
+        .map(|d| (if d.run_id == e1 { &echo } else { &diamond }, d))
+        .collect();
+    let results = engine.store().complete_batch(&members).await.unwrap();
+    let readied: Vec<String> = steps(&results).into_iter().flatten().flatten().collect();
+    assert_eq!(readied, vec![format!("{r1}:join")], "{results:?}");
+    let echo_view = engine.status(e1).await.unwrap();
+    assert_eq!(echo_view.status, "succeeded");
+    assert_eq!(echo_view.output, Some(json!(5)));
+    assert_eq!(engine.status(r2).await.unwrap().status, "running");
+
+    let batch = [
+        done(r1, "join", json!(2)),
+        done(r2, "right", json!(2)),
+        done(r1, "join", json!(2)),
+    ];
+    let members: Vec<_> = batch.iter().map(|d| (&diamond, d)).collect();
+    let results = engine.store().complete_batch(&members).await.unwrap();
+    assert_eq!(
+        steps(&results),
+        vec![Some(vec![]), Some(vec![format!("{r2}:join")]), None],
+        "the duplicate of r1's join is fenced"
+    );
+    let view = engine.status(r1).await.unwrap();
+    assert_eq!(view.status, "succeeded");
+    assert_eq!(view.output, Some(json!(2)));
+    let finished = view
+        .events
+        .iter()
+        .filter(|e| e.kind == "run_succeeded")
+        .count();
+    assert_eq!(finished, 1, "{:?}", view.events);
+    assert_eq!(engine.status(r2).await.unwrap().status, "running");
+}

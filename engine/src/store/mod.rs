@@ -8,6 +8,7 @@
 //! It knows the shape of a [`Workflow`] graph (to decide what becomes ready), but nothing of
 //! Redis: what it returns as [`Dispatch`]es is for the caller to publish.
 
+mod batch;
 mod error;
 mod postgres;
 

@@ -8,6 +8,7 @@ use serde_json::Value;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{PgConnection, PgPool, Row};
 
+use super::batch;
 use super::error::{Error, QueryExt, redact_url};
 use crate::ids::{Attempt, RunId};
 use crate::workflow::{ON_FAILURE, ON_SUCCESS, RunOutcome, Source, StepRef, Workflow};
@@ -698,22 +699,53 @@ impl Store {
             .await
             .op("record step completions")?;
         }
+        // Map items, steps followed by a map, and hooks advance one by one; the plain members
+        // (most steps) all at once afterwards, on the statuses the others left (`batch.rs`).
         let mut results: Vec<Option<Vec<Dispatch>>> = vec![None; batch.len()];
-        for i in committed {
+        let mut plain = Vec::new();
+        for &i in &committed {
             let (workflow, done) = batch[i];
             let mut dispatch = Vec::new();
-            let state = run_state.get_mut(&done.run_id.0);
-            let trace = state.as_ref().and_then(|(_, t)| t.clone());
-            if let Some((status, _)) = state
+            let Some(step) = workflow.resolve(&done.step) else {
+                results[i] = Some(dispatch);
+                continue;
+            };
+            if let StepRef::Graph(index) = step
+                && batch::is_plain(workflow, index)
+            {
+                plain.push(batch::Plain {
+                    member: i,
+                    workflow,
+                    run_id: done.run_id,
+                    step: index,
+                });
+                results[i] = Some(dispatch);
+                continue;
+            }
+            if let Some((status, _)) = run_state.get_mut(&done.run_id.0)
                 && *status == RunStatus::Running
-                && let Some(step) = workflow.resolve(&done.step)
                 && advance(&mut tx, workflow, done.run_id, step, &mut dispatch).await?
             {
                 // Later members of this run see it finished, as they would have one
                 // transaction later.
                 *status = RunStatus::Succeeded;
             }
-            results[i] = Some(with_trace(dispatch, trace));
+            results[i] = Some(dispatch);
+        }
+        plain.retain(|m| {
+            run_state
+                .get(&m.run_id.0)
+                .is_some_and(|(status, _)| *status == RunStatus::Running)
+        });
+        let advanced = batch::advance(&mut tx, &plain).await?;
+        for (i, d) in advanced.dispatch {
+            results[i].get_or_insert_with(Vec::new).push(d);
+        }
+        for i in committed {
+            let trace = run_state
+                .get(&batch[i].1.run_id.0)
+                .and_then(|(_, t)| t.clone());
+            results[i] = results[i].take().map(|d| with_trace(d, trace));
         }
         tx.commit().await.op("commit checkpoints")?;
         Ok(results)
@@ -1323,7 +1355,7 @@ async fn finish_if_done(
     Ok(true)
 }
 
-async fn finish_run(
+pub(super) async fn finish_run(
     tx: &mut PgConnection,
     workflow: &Workflow,
     run_id: RunId,
