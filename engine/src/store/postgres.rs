@@ -516,21 +516,36 @@ impl Store {
         step: &str,
         deps: &[&str],
     ) -> Result<Option<Loaded>, Error> {
-        let row = sqlx::query(
-            "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
-                    s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input,
-                    (SELECT coalesce(jsonb_object_agg(d.step, d.output), '{}'::jsonb) FROM tributary_steps d
-                      WHERE d.run_id = r.run_id AND d.step = ANY($3) AND d.status = 'completed') AS deps
-             FROM tributary_runs r
-             LEFT JOIN tributary_steps s ON s.run_id = r.run_id AND s.step = $2
-             WHERE r.run_id = $1",
-        )
-        .bind(run_id.0)
-        .bind(step)
-        .bind(deps)
-        .fetch_optional(&self.pool)
-        .await
-        .op("load step")?;
+        // Two statements, not one with an empty array: with `ANY('{}')` PostgreSQL's custom
+        // plan folds the subquery away and looks cheaper than the generic plan, so it plans the
+        // statement anew at every call (measured: 190 µs of planning per step, the largest
+        // PostgreSQL cost of a drain). Each of these settles on its generic plan.
+        let query = if deps.is_empty() {
+            sqlx::query(
+                "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
+                        s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input,
+                        '{}'::jsonb AS deps
+                 FROM tributary_runs r
+                 LEFT JOIN tributary_steps s ON s.run_id = r.run_id AND s.step = $2
+                 WHERE r.run_id = $1",
+            )
+            .bind(run_id.0)
+            .bind(step)
+        } else {
+            sqlx::query(
+                "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
+                        s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input,
+                        (SELECT coalesce(jsonb_object_agg(d.step, d.output), '{}'::jsonb) FROM tributary_steps d
+                          WHERE d.run_id = r.run_id AND d.step = ANY($3) AND d.status = 'completed') AS deps
+                 FROM tributary_runs r
+                 LEFT JOIN tributary_steps s ON s.run_id = r.run_id AND s.step = $2
+                 WHERE r.run_id = $1",
+            )
+            .bind(run_id.0)
+            .bind(step)
+            .bind(deps)
+        };
+        let row = query.fetch_optional(&self.pool).await.op("load step")?;
         let Some(row) = row else { return Ok(None) };
         let deps: Value = row.try_get("deps").op("load step")?;
         let deps = match deps {
