@@ -5,6 +5,7 @@
 //! with an [`App`]: its [`Registry`], how to build the [`Resources`] its steps use, and any
 //! commands of its own. `anyhow` is used here, at the edge, and nowhere below.
 
+use std::io::Write;
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -146,6 +147,11 @@ enum Command {
         /// The run's input, as JSON.
         #[arg(long, default_value = "null")]
         input: String,
+        /// Start one run per line of this JSON Lines file (`-`: standard input), in batches
+        /// of 500 (the batch start); prints the run ids in order. Every line is checked before
+        /// any run starts.
+        #[arg(long, value_name = "FILE", conflicts_with_all = ["input", "idempotency_key", "wait"])]
+        inputs: Option<PathBuf>,
         /// Return the existing run when this key was used before.
         #[arg(long)]
         idempotency_key: Option<String>,
@@ -308,10 +314,40 @@ async fn run(cli: Cli, app: App) -> anyhow::Result<()> {
         }
         Command::Start {
             workflow,
+            inputs: Some(file),
+            ..
+        } => {
+            let inputs = read_json_lines(&file)?;
+            let definition = registry.get(&workflow)?;
+            for (line, input) in &inputs {
+                definition.check_input(input).with_context(|| {
+                    format!(
+                        "{} line {line}: not an input of {workflow:?}; no run was started",
+                        file.display()
+                    )
+                })?;
+            }
+            config.worker.database_connections = 2;
+            let engine = Engine::connect(config, registry).await?;
+            let mut out = std::io::stdout().lock();
+            for chunk in inputs.chunks(START_BATCH) {
+                let starts: Vec<_> = chunk
+                    .iter()
+                    .map(|(_, input)| (workflow.clone(), input.clone(), StartOptions::default()))
+                    .collect();
+                for run in engine.start_batch(&starts).await? {
+                    writeln!(out, "{run}")?;
+                }
+            }
+            Ok(())
+        }
+        Command::Start {
+            workflow,
             input,
             idempotency_key,
             wait,
             timeout,
+            inputs: None,
         } => {
             let input: serde_json::Value =
                 serde_json::from_str(&input).context("--input is not valid JSON")?;
@@ -575,6 +611,7 @@ async fn dev(mut config: Config, app: App, state_dir: PathBuf) -> anyhow::Result
             data_dir: Some(state_dir.join("postgres")),
             port: None,
             durable: true,
+            settings: Vec::new(),
         })
         .await
         .context("starting a private PostgreSQL (or set DATABASE_URL)")?;
@@ -610,6 +647,39 @@ struct BackfillWindow {
     from: DateTime<Utc>,
     to: DateTime<Utc>,
     schedule: Option<String>,
+}
+
+/// Runs per `start_batch` call of `tributary start --inputs`.
+const START_BATCH: usize = 500;
+
+/// Reads run inputs, one JSON value per line (blank lines skipped), from `path` or, for `-`,
+/// standard input, each with its line number. A line that is not JSON is an error naming its
+/// number.
+fn read_json_lines(path: &std::path::Path) -> anyhow::Result<Vec<(usize, serde_json::Value)>> {
+    use std::io::BufRead;
+    let reader: Box<dyn BufRead> = if path.as_os_str() == "-" {
+        Box::new(std::io::stdin().lock())
+    } else {
+        let file =
+            std::fs::File::open(path).with_context(|| format!("cannot open {}", path.display()))?;
+        Box::new(std::io::BufReader::new(file))
+    };
+    let mut inputs = Vec::new();
+    for (number, line) in reader.lines().enumerate() {
+        let line = line.with_context(|| format!("reading {}", path.display()))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let value = serde_json::from_str(&line).with_context(|| {
+            format!(
+                "{} line {}: not a JSON value; no run was started",
+                path.display(),
+                number + 1
+            )
+        })?;
+        inputs.push((number + 1, value));
+    }
+    Ok(inputs)
 }
 
 /// Most runs one backfill starts: a typo in a date should not start a million runs.

@@ -846,6 +846,9 @@ pub struct PostgresOptions {
     /// the kernel keeps what was written). `synchronous_commit` deliberately stays on: with it
     /// off, a commit acknowledged just before a kill is lost, which would break fault tests.
     pub durable: bool,
+    /// Further server settings, `name=value`, each passed as `-c` (the benchmark preloads
+    /// `pg_stat_statements` with them).
+    pub settings: Vec<String>,
 }
 
 /// The `postgres` system user that PostgreSQL runs as when we are root.
@@ -900,6 +903,7 @@ pub struct LocalPostgres {
     log_file: PathBuf,
     port: u16,
     durable: bool,
+    settings: Vec<String>,
     child: Option<Child>,
     // Declared last: removed after `Drop::drop` has stopped the server. Holds the socket
     // directory, and the data directory when it is temporary.
@@ -946,6 +950,7 @@ impl LocalPostgres {
             socket_dir,
             port: opts.port.unwrap_or(0),
             durable: opts.durable,
+            settings: opts.settings,
             child: None,
             _runtime: runtime,
         };
@@ -1158,7 +1163,10 @@ impl LocalPostgres {
             // Not `synchronous_commit=off`: see `PostgresOptions::durable`.
             settings.extend(["fsync=off", "full_page_writes=off"]);
         }
-        for setting in settings {
+        for setting in settings
+            .into_iter()
+            .chain(self.settings.iter().map(String::as_str))
+        {
             cmd.arg("-c").arg(setting);
         }
         cmd.current_dir("/")

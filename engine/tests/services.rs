@@ -231,6 +231,7 @@ async fn postgres_in_a_given_data_dir_is_initialised_once_and_kept() {
         data_dir: Some(data_dir.clone()),
         port: None,
         durable: true,
+        settings: Vec::new(),
     };
     let server = LocalPostgres::start(options.clone()).await.unwrap();
     assert_eq!(server.data_dir(), data_dir);

@@ -424,6 +424,62 @@ async fn unreachable_servers_and_bad_configuration_give_clear_errors() {
     }
 }
 
+/// `tributary start --inputs`: one run per JSON line, started in batches; a file with a bad
+/// line starts nothing and names the line.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_cli_starts_a_batch_of_runs_from_json_lines() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    let dir = std::env::temp_dir().join(format!("tributary-inputs-{}", uuid::Uuid::new_v4()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let start = |file: &std::path::Path| {
+        let out = std::process::Command::new(BIN)
+            .args(["start", "chain3", "--inputs"])
+            .arg(file)
+            .env("REDIS_URL", env.redis.url())
+            .env("DATABASE_URL", env.postgres.url())
+            .env("RUST_LOG", "warn")
+            .output()
+            .expect("the binary runs");
+        (
+            out.status.success(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+            String::from_utf8_lossy(&out.stderr).into_owned(),
+        )
+    };
+    let runs = || async {
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM tributary_runs")
+            .fetch_one(engine.store().pool())
+            .await
+            .unwrap();
+        n
+    };
+
+    let bad_json = dir.join("bad-json.jsonl");
+    std::fs::write(&bad_json, "1\n{oops\n3\n").unwrap();
+    let (ok, _, stderr) = tokio::task::block_in_place(|| start(&bad_json));
+    assert!(!ok && stderr.contains("line 2"), "{stderr}");
+    let bad_input = dir.join("bad-input.jsonl");
+    std::fs::write(&bad_input, "1\n\n\"three\"\n").unwrap();
+    let (ok, _, stderr) = tokio::task::block_in_place(|| start(&bad_input));
+    assert!(!ok && stderr.contains("line 3"), "{stderr}");
+    assert_eq!(runs().await, 0, "a bad file starts nothing");
+
+    let good = dir.join("good.jsonl");
+    let lines: String = (0..1_200).map(|i| format!("{i}\n\n")).collect();
+    std::fs::write(&good, lines).unwrap();
+    let (ok, stdout, stderr) = tokio::task::block_in_place(|| start(&good));
+    assert!(ok, "{stderr}");
+    let ids: Vec<RunId> = stdout.lines().map(|l| l.parse().unwrap()).collect();
+    assert_eq!(ids.len(), 1_200);
+    assert_eq!(runs().await, 1_200);
+    // In the file's order: the first and the last run got the first and the last input.
+    for (run, input) in [(ids[0], 0), (ids[1_199], 1_199)] {
+        assert_eq!(engine.status(run).await.unwrap().input, json!(input));
+    }
+    let _ = std::fs::remove_dir_all(&dir);
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_cli_starts_waits_and_shows_status() {
     let env = TestEnv::start().await;

@@ -50,6 +50,8 @@ options:
   --workers-concurrency N    TRIBUTARY_WORKER_CONCURRENCY of each worker process (default 64)
   --worker-db-connections N  TRIBUTARY_WORKER_DATABASE_CONNECTIONS of each worker (default 16)
   --timeout SECS             hard limit of one workload run (default 120)
+  --pg-stats                 preload pg_stat_statements and print, after each workload
+                             run, the statements that took the most PostgreSQL time
   --only LIST                only these parts, comma-separated, of: raw, starts, drain,
                              chains, latency, rss (default: all of them)
   --telemetry-overhead       only the drain workload (1 worker), with OpenTelemetry off
@@ -99,6 +101,14 @@ async fn main() -> Result<()> {
         }),
         LocalPostgres::start(PostgresOptions {
             durable: true,
+            settings: if opts.pg_stats {
+                vec![
+                    "shared_preload_libraries=pg_stat_statements".into(),
+                    "pg_stat_statements.track_planning=on".into(),
+                ]
+            } else {
+                Vec::new()
+            },
             ..PostgresOptions::default()
         })
     );
@@ -446,6 +456,8 @@ struct Opts {
     redis_requests: u64,
     /// The parts to run (`--only`); all when empty.
     only: Vec<String>,
+    /// `--pg-stats`.
+    pg_stats: bool,
 }
 
 /// The parts `--only` may name.
@@ -466,6 +478,7 @@ impl Opts {
         let mut db_connections = 16;
         let mut timeout_secs = 120;
         let mut only = Vec::new();
+        let mut pg_stats = false;
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
             let (name, inline) = match arg.split_once('=') {
@@ -481,6 +494,7 @@ impl Opts {
             match name.as_str() {
                 "-h" | "--help" => return Ok(None),
                 "--quick" => quick = true,
+                "--pg-stats" => pg_stats = true,
                 "--telemetry-overhead" => telemetry_overhead = true,
                 "--repeat" => repeat = positive(&name, &value()?)?,
                 "--workers-concurrency" => concurrency = positive(&name, &value()?)?,
@@ -520,6 +534,7 @@ impl Opts {
             raw_secs,
             redis_requests,
             only,
+            pg_stats,
         }))
     }
 }
@@ -558,6 +573,14 @@ impl Env {
         if self.counter > 0 {
             self.pg.execute("TRUNCATE tributary_runs CASCADE").await?;
             self.pg.execute("CHECKPOINT").await?;
+        }
+        if self.opts.pg_stats {
+            self.pg
+                .execute(
+                    "CREATE EXTENSION IF NOT EXISTS pg_stat_statements;
+                     SELECT pg_stat_statements_reset()",
+                )
+                .await?;
         }
         expect_ok(self.resp.cmd(&["FLUSHALL"]).await?, "FLUSHALL")?;
         self.counter += 1;
@@ -771,6 +794,12 @@ impl Env {
 
     /// Kills the workers and notes warnings or errors in their logs.
     async fn finish(&mut self, what: &str, workers: Vec<WorkerProc>) {
+        if self.opts.pg_stats {
+            match self.pg_stats().await {
+                Ok(table) => println!("  PostgreSQL time by statement ({what}):\n{table}"),
+                Err(e) => self.note(format!("{what}: reading pg_stat_statements failed: {e:#}")),
+            }
+        }
         for mut w in workers {
             let _ = w.child.kill().await;
             let text = std::fs::read_to_string(&w.log).unwrap_or_default();
@@ -788,6 +817,38 @@ impl Env {
                 ));
             }
         }
+    }
+
+    /// The statements that took the most PostgreSQL time since the last reset (planning and
+    /// execution), with calls and mean times.
+    async fn pg_stats(&mut self) -> Result<String> {
+        let rows = self
+            .pg
+            .query(
+                "SELECT calls, round(total_plan_time::numeric, 1), round(total_exec_time::numeric, 1),
+                        round((mean_plan_time * 1000)::numeric, 0), round((mean_exec_time * 1000)::numeric, 0),
+                        regexp_replace(left(query, 400), '\\s+', ' ', 'g')
+                 FROM pg_stat_statements
+                 WHERE query NOT LIKE '%pg_stat_statements%'
+                 ORDER BY total_plan_time + total_exec_time DESC LIMIT 12",
+            )
+            .await?;
+        let mut out = String::from(
+            "    calls    plan ms    exec ms  plan µs/call  exec µs/call  statement\n",
+        );
+        for row in rows {
+            let query = cell(&row, 5);
+            out.push_str(&format!(
+                "  {:>7} {:>10} {:>10} {:>13} {:>13}  {}\n",
+                cell(&row, 0),
+                cell(&row, 1),
+                cell(&row, 2),
+                cell(&row, 3),
+                cell(&row, 4),
+                query.chars().take(110).collect::<String>()
+            ));
+        }
+        Ok(out)
     }
 
     fn note(&mut self, note: String) {
@@ -889,6 +950,7 @@ async fn starts_rep(env: &mut Env) -> Result<Vec<f64>> {
     let (engine, _) = env.fresh_engine("starts").await?;
     let took = start_many(&engine, "hello", n, env.opts.timeout, |_| Value::Null).await;
     close(&engine).await;
+    env.finish("starts", Vec::new()).await;
     let took = took?;
     let rate = n as f64 / took.as_secs_f64();
     println!(
