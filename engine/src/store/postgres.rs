@@ -299,9 +299,10 @@ impl Store {
         &self.pool
     }
 
-    /// Records runs and their root steps in one transaction. Root steps start as `waiting`, due
-    /// after `handoff_grace`: the caller publishes them and calls [`Store::mark_ready`]; if it
-    /// dies first, the due-time poller publishes them once the grace has passed.
+    /// Records runs and their root steps, atomically, in one statement. Root steps start as
+    /// `waiting`, due after `handoff_grace`: the caller publishes them and calls
+    /// [`Store::mark_ready`]; if it dies first, the due-time poller publishes them once the
+    /// grace has passed.
     ///
     /// # Errors
     /// A query error.
@@ -310,12 +311,25 @@ impl Store {
         runs: &[NewRun],
         handoff_grace: Duration,
     ) -> Result<Vec<StartedRun>, Error> {
-        // Set-based: four statements for the whole batch, whatever its size.
-        let mut tx = self.pool.begin().await.op("begin start")?;
+        // One statement for the whole batch, whatever its size (so one round trip and no
+        // BEGIN/COMMIT: a start's latency is mostly round trips): the runs, the root steps of
+        // the runs actually inserted and their `run_started` events, atomically.
+        let (root_runs, root_steps): (Vec<uuid::Uuid>, Vec<&str>) = runs
+            .iter()
+            .flat_map(|r| r.roots.iter().map(|s| (r.run_id.0, s.as_str())))
+            .unzip();
         let inserted: Vec<uuid::Uuid> = sqlx::query_scalar(
-            "INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key, trace_context)
-             SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::text[], $6::text[])
-             ON CONFLICT DO NOTHING RETURNING run_id",
+            "WITH ins AS (
+                 INSERT INTO tributary_runs (run_id, workflow, version, input, idempotency_key, trace_context)
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::text[], $6::text[])
+                 ON CONFLICT DO NOTHING RETURNING run_id),
+             roots AS (
+                 INSERT INTO tributary_steps (run_id, step, status, due_at)
+                 SELECT t.r, t.s, 'waiting', now() + $9::interval
+                 FROM unnest($7::uuid[], $8::text[]) AS t(r, s) JOIN ins ON ins.run_id = t.r),
+             started AS (
+                 INSERT INTO tributary_events (run_id, kind) SELECT run_id, 'run_started' FROM ins)
+             SELECT run_id FROM ins",
         )
         .bind(runs.iter().map(|r| r.run_id.0).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.workflow.clone()).collect::<Vec<_>>())
@@ -323,11 +337,15 @@ impl Store {
         .bind(runs.iter().map(|r| r.input.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.idempotency_key.clone()).collect::<Vec<_>>())
         .bind(runs.iter().map(|r| r.trace_context.clone()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
+        .bind(&root_runs)
+        .bind(&root_steps)
+        .bind(interval(handoff_grace))
+        .fetch_all(&self.pool)
         .await
         .op("insert runs")?;
         let inserted: std::collections::HashSet<uuid::Uuid> = inserted.into_iter().collect();
-        // Runs not inserted met a used idempotency key: find the runs that hold those keys.
+        // Runs not inserted met a used idempotency key: find the runs that hold those keys
+        // (committed: `ON CONFLICT DO NOTHING` waited for the transaction that inserted them).
         let keyed: Vec<&NewRun> = runs
             .iter()
             .filter(|r| !inserted.contains(&r.run_id.0))
@@ -347,13 +365,12 @@ impl Store {
                     .map(|r| r.idempotency_key.clone().unwrap_or_default())
                     .collect::<Vec<_>>(),
             )
-            .fetch_all(&mut *tx)
+            .fetch_all(&self.pool)
             .await
             .op("find runs by idempotency key")?;
             rows.into_iter().map(|(w, k, id)| ((w, k), id)).collect()
         };
         let mut started = Vec::with_capacity(runs.len());
-        let (mut step_runs, mut step_names) = (Vec::new(), Vec::new());
         for run in runs {
             if !inserted.contains(&run.run_id.0) {
                 let key = (
@@ -374,10 +391,6 @@ impl Store {
                 });
                 continue;
             }
-            for step in &run.roots {
-                step_runs.push(run.run_id.0);
-                step_names.push(step.clone());
-            }
             let dispatch = run
                 .roots
                 .iter()
@@ -395,24 +408,6 @@ impl Store {
                 dispatch,
             });
         }
-        sqlx::query(
-            "INSERT INTO tributary_steps (run_id, step, status, due_at)
-             SELECT r, s, 'waiting', now() + $3::interval FROM unnest($1::uuid[], $2::text[]) AS t(r, s)",
-        )
-        .bind(&step_runs)
-        .bind(&step_names)
-        .bind(interval(handoff_grace))
-        .execute(&mut *tx)
-        .await
-        .op("insert root steps")?;
-        sqlx::query(
-            "INSERT INTO tributary_events (run_id, kind) SELECT unnest($1::uuid[]), 'run_started'",
-        )
-        .bind(inserted.iter().copied().collect::<Vec<_>>())
-        .execute(&mut *tx)
-        .await
-        .op("record run starts")?;
-        tx.commit().await.op("commit start")?;
         Ok(started)
     }
 
