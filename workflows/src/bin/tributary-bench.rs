@@ -627,6 +627,8 @@ impl Env {
             )
             .env("TRIBUTARY_WORKER_LEASE", WORKER_LEASE)
             .env("TRIBUTARY_WORKER_POLL_INTERVAL", WORKER_POLL_INTERVAL)
+            // The ingestion schedules would fire mid-measurement (GDELT's at :05, :20, …).
+            .env("TRIBUTARY_WORKER_SCHEDULER", "false")
             .env(
                 "TRIBUTARY_WORKER_DATABASE_CONNECTIONS",
                 self.opts.db_connections.to_string(),
@@ -1561,7 +1563,8 @@ async fn describe(env: &mut Env) -> Result<String> {
     out.push_str(&format!(
         "  worker processes: `tributary worker` with TRIBUTARY_WORKER_CONCURRENCY={}, \
          TRIBUTARY_WORKER_DATABASE_CONNECTIONS={}, TRIBUTARY_WORKER_LEASE={WORKER_LEASE}, \
-         TRIBUTARY_WORKER_POLL_INTERVAL={WORKER_POLL_INTERVAL}, other keys default\n",
+         TRIBUTARY_WORKER_POLL_INTERVAL={WORKER_POLL_INTERVAL}, \
+         TRIBUTARY_WORKER_SCHEDULER=false, other keys default\n",
         o.concurrency, o.db_connections
     ));
     out.push_str(&format!(
