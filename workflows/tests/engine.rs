@@ -960,3 +960,57 @@ async fn one_batch_of_checkpoints_readies_a_join_once_and_finishes_runs() {
     assert_eq!(finished, 1, "{:?}", view.events);
     assert_eq!(engine.status(r2).await.unwrap().status, "running");
 }
+
+/// `load_many` (the loads of steps that start together) answers as `load` does, key by key.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn loading_several_steps_at_once_matches_loading_each() {
+    let env = TestEnv::start().await;
+    let mut registry = Registry::default();
+    registry.register(diamond()).unwrap();
+    let engine = env.engine(registry).await;
+    let diamond = diamond();
+    let run = engine
+        .start("diamond", json!(4), StartOptions::default())
+        .await
+        .unwrap();
+    let left = tributary::store::Completed {
+        run_id: run,
+        step: "left".into(),
+        attempt: 1,
+        output: json!(4),
+        started_at: chrono::Utc::now(),
+        worker: "test".into(),
+    };
+    engine
+        .store()
+        .complete_batch(&[(&diamond, &left)])
+        .await
+        .unwrap();
+    let nobody = tributary::ids::RunId(uuid::Uuid::from_u128(42));
+    let keys: Vec<(tributary::ids::RunId, &str, &[&str])> = vec![
+        (run, "join", &["left", "right"]),
+        (nobody, "left", &[]),
+        (run, "right", &[]),
+        (run, "left", &[]),
+        (run, "nothing", &["left"]),
+    ];
+    let many = engine.store().load_many(&keys).await.unwrap();
+    assert_eq!(many.len(), keys.len());
+    for ((run, step, deps), batch) in keys.iter().zip(&many) {
+        let one = engine.store().load(*run, step, deps).await.unwrap();
+        assert_eq!(format!("{batch:?}"), format!("{one:?}"), "{step}");
+    }
+    let join = many[0].as_ref().unwrap();
+    assert_eq!(join.deps.len(), 1, "only completed dependencies: {join:?}");
+    assert_eq!(join.deps["left"], json!(4));
+    assert!(many[1].is_none(), "an unknown run");
+    assert_eq!(
+        many[2].as_ref().unwrap().step_status.as_deref(),
+        Some("ready")
+    );
+    assert_eq!(
+        many[3].as_ref().unwrap().step_status.as_deref(),
+        Some("completed")
+    );
+    assert_eq!(many[4].as_ref().unwrap().step_status, None);
+}

@@ -22,6 +22,7 @@ use tracing::Instrument;
 
 use super::committer::{self, Checkpointed, Committer};
 use super::engine::{Engine, Error};
+use super::loader::{self, Loader};
 use crate::ids::RunId;
 use crate::store::{Completed, Dispatch, Failure, Loaded, RunStatus};
 use crate::telemetry::metrics::{self, DeadLetter, Outcome};
@@ -41,6 +42,8 @@ pub(crate) struct Worker {
     pub(crate) redis_lost: tokio::sync::Notify,
     /// Group-commits checkpoints and batches acknowledgements.
     committer: Committer,
+    /// Loads the steps that start together with one statement.
+    loader: Loader,
 }
 
 /// A consumer name unique to this process start (Architecture Invariant 4): a restarted
@@ -75,6 +78,8 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         .reader(&consumer, engine.config.worker.read_block)
         .await?;
     let (committer, requests) = Committer::new();
+    let (loader, loads) = Loader::new();
+    let loader_task = tokio::spawn(loader::run(engine.store.clone(), loads));
     let worker = Arc::new(Worker {
         engine: engine.clone(),
         consumer,
@@ -82,6 +87,7 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         hard_stop: CancellationToken::new(),
         redis_lost: tokio::sync::Notify::new(),
         committer,
+        loader,
     });
     tracing::info!(consumer = %worker.consumer, concurrency = engine.config.worker.concurrency, "worker started");
     // Stopped last: the step tasks and the maintenance loops acknowledge through it.
@@ -187,6 +193,8 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
     while loops.join_next().await.is_some() {}
     committer_stop.cancel();
     let _ = committer_task.await;
+    // Every step task has ended: nothing waits on a load any more.
+    loader_task.abort();
     reader.close().await;
     tracing::info!(consumer = %worker.consumer, "worker stopped");
     Ok(())
@@ -299,6 +307,12 @@ trait Transient: std::fmt::Display {
 }
 
 impl Transient for crate::store::Error {
+    fn is_transient(&self) -> bool {
+        crate::store::Error::is_transient(self)
+    }
+}
+
+impl Transient for Arc<crate::store::Error> {
     fn is_transient(&self) -> bool {
         crate::store::Error::is_transient(self)
     }
@@ -445,7 +459,7 @@ async fn handle(worker: &Worker, entry: Entry) {
     let deps = dependency_names(&workflow, step);
     let store = worker.engine.store.clone();
     let Some(loaded) = patiently(worker, "loading a step", || {
-        store.load(msg.run_id, &msg.step, &deps)
+        worker.loader.load(&store, msg.run_id, &msg.step, &deps)
     })
     .await
     else {

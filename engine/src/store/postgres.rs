@@ -541,29 +541,58 @@ impl Store {
             .bind(deps)
         };
         let row = query.fetch_optional(&self.pool).await.op("load step")?;
-        let Some(row) = row else { return Ok(None) };
-        let deps: Value = row.try_get("deps").op("load step")?;
-        let deps = match deps {
-            Value::Object(map) => map.into_iter().collect(),
-            _ => HashMap::new(),
-        };
-        Ok(Some(Loaded {
-            workflow: row.try_get("workflow").op("load step")?,
-            version: row.try_get::<i32, _>("version").op("load step")? as u32,
-            run_status: RunStatus::parse(row.try_get("run_status").op("load step")?)?,
-            run_input: row.try_get("run_input").op("load step")?,
-            step_status: row.try_get("step_status").op("load step")?,
-            attempt: row
-                .try_get::<Option<i32>, _>("attempt")
-                .op("load step")?
-                .unwrap_or(0) as Attempt,
-            attempt_base: row
-                .try_get::<Option<i32>, _>("attempt_base")
-                .op("load step")?
-                .unwrap_or(0) as Attempt,
-            step_input: row.try_get("step_input").op("load step")?,
-            deps,
-        }))
+        row.as_ref().map(loaded_row).transpose()
+    }
+
+    /// [`Store::load`] for several steps in one statement (the entries of one read): one
+    /// round trip and one planning for all. `None` for a step whose run does not exist. Each
+    /// lookup is a `LATERAL … LIMIT 1` on a primary key, so the plan stays a per-key index
+    /// lookup whatever the table statistics say.
+    ///
+    /// # Errors
+    /// A query error.
+    pub async fn load_many(
+        &self,
+        keys: &[(RunId, &str, &[&str])],
+    ) -> Result<Vec<Option<Loaded>>, Error> {
+        let deps: Vec<Value> = keys
+            .iter()
+            .map(|(_, _, deps)| Value::from(deps.to_vec()))
+            .collect();
+        let rows = sqlx::query(
+            "SELECT k.i, r.workflow, r.version, r.run_status, r.run_input,
+                    s.step_status, s.attempt, s.attempt_base, s.step_input,
+                    CASE WHEN jsonb_array_length(k.deps) = 0 THEN '{}'::jsonb ELSE
+                      (SELECT coalesce(jsonb_object_agg(d.step, d.output), '{}'::jsonb)
+                       FROM jsonb_array_elements_text(k.deps) AS n(step)
+                       CROSS JOIN LATERAL (SELECT d.step, d.output FROM tributary_steps d
+                         WHERE d.run_id = k.run_id AND d.step = n.step AND d.status = 'completed'
+                         LIMIT 1) d)
+                    END AS deps
+             FROM unnest($1::int[], $2::uuid[], $3::text[], $4::jsonb[]) AS k(i, run_id, step, deps)
+             CROSS JOIN LATERAL (
+                 SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input
+                 FROM tributary_runs r WHERE r.run_id = k.run_id LIMIT 1) r
+             LEFT JOIN LATERAL (
+                 SELECT s.status AS step_status, s.attempt, s.attempt_base, s.input AS step_input
+                 FROM tributary_steps s WHERE s.run_id = k.run_id AND s.step = k.step LIMIT 1) s
+               ON true",
+        )
+        .bind((0..keys.len() as i32).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(run, _, _)| run.0).collect::<Vec<_>>())
+        .bind(keys.iter().map(|(_, step, _)| *step).collect::<Vec<_>>())
+        .bind(deps)
+        .fetch_all(&self.pool)
+        .await
+        .op("load steps")?;
+        let mut out: Vec<Option<Loaded>> = (0..keys.len()).map(|_| None).collect();
+        for row in &rows {
+            let i: i32 = row.try_get("i").op("load steps")?;
+            if let Some(slot) = usize::try_from(i).ok().and_then(|i| out.get_mut(i)) {
+                *slot = Some(loaded_row(row)?);
+            }
+        }
+        Ok(out)
     }
 
     /// Commits a step's checkpoint and, in the same transaction, readies its successors (or
@@ -1050,6 +1079,32 @@ fn columns(dispatch: &[Dispatch]) -> (Vec<uuid::Uuid>, Vec<String>, Vec<i32>) {
 }
 
 /// Stamps the run's trace context on dispatches made inside a transaction of that run.
+/// A [`Loaded`] from a row of `load` or `load_many`.
+fn loaded_row(row: &sqlx::postgres::PgRow) -> Result<Loaded, Error> {
+    let deps: Value = row.try_get("deps").op("load step")?;
+    let deps = match deps {
+        Value::Object(map) => map.into_iter().collect(),
+        _ => HashMap::new(),
+    };
+    Ok(Loaded {
+        workflow: row.try_get("workflow").op("load step")?,
+        version: row.try_get::<i32, _>("version").op("load step")? as u32,
+        run_status: RunStatus::parse(row.try_get("run_status").op("load step")?)?,
+        run_input: row.try_get("run_input").op("load step")?,
+        step_status: row.try_get("step_status").op("load step")?,
+        attempt: row
+            .try_get::<Option<i32>, _>("attempt")
+            .op("load step")?
+            .unwrap_or(0) as Attempt,
+        attempt_base: row
+            .try_get::<Option<i32>, _>("attempt_base")
+            .op("load step")?
+            .unwrap_or(0) as Attempt,
+        step_input: row.try_get("step_input").op("load step")?,
+        deps,
+    })
+}
+
 fn with_trace(mut dispatch: Vec<Dispatch>, trace: Option<String>) -> Vec<Dispatch> {
     for d in &mut dispatch {
         d.trace_context.clone_from(&trace);
