@@ -325,24 +325,13 @@ async fn sigterm_lets_the_running_step_finish_before_the_worker_exits() {
     let run = engine
         .start(
             "demo",
-            json!({"n": 1, "sleep_ms": 1500}),
+            json!({"n": 1, "sleep_ms": 3000}),
             StartOptions::default(),
         )
         .await
         .unwrap();
-    assert!(
-        eventually(WAIT, || async {
-            let view = engine.status(run).await.unwrap();
-            view.steps.iter().any(|s| s.step == "square[0]")
-                && engine
-                    .transport()
-                    .pending(10)
-                    .await
-                    .map(|p| !p.is_empty())
-                    .unwrap_or(false)
-        })
-        .await
-    );
+    // Terminated while it executes square[0] (not while the entry may still be unread).
+    assert_eq!(executing_pid(&engine, "square[0]").await, first.pid());
     first.signal("TERM").await;
     let status = first
         .wait(Duration::from_secs(20))
@@ -581,8 +570,8 @@ async fn past_the_shutdown_grace_a_step_is_cancelled_and_handed_back() {
         )
         .await
         .unwrap();
-    let holder = holder_pid(&engine, "square[0]").await;
-    assert_eq!(holder, first.pid());
+    // Terminated while it executes square[0] (its entry is then in the hand-back list).
+    assert_eq!(executing_pid(&engine, "square[0]").await, first.pid());
     first.signal("TERM").await;
     let status = first
         .wait(Duration::from_secs(20))
