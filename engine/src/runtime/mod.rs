@@ -2,9 +2,9 @@
 //!
 //! [`Engine`] is the cheap-to-clone handle (client API and worker entry point). A worker
 //! process runs [`Engine::run_worker`], which spawns:
-//! - the consumer (`worker.rs`): reads entries for its free slots, executes steps, commits
-//!   checkpoints, publishes successors, then acknowledges;
-//! - the step loader (`loader.rs`): loads the steps that start together with one statement;
+//! - the consumer (`worker.rs`): reads entries for its free slots, loads the steps of one read
+//!   with one statement, executes them, commits checkpoints, publishes successors, then
+//!   acknowledges;
 //! - the group committer (`committer.rs`): commits the checkpoints of many attempts in one
 //!   transaction, publishes their successors in one round and acknowledges them with one XACK;
 //! - the lease keeper (`worker.rs`): renews the entries of running steps and cancels steps of
@@ -15,7 +15,6 @@
 
 mod committer;
 mod engine;
-mod loader;
 mod maintenance;
 mod scheduler;
 mod worker;

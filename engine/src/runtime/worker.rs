@@ -15,14 +15,13 @@ use std::time::Duration;
 use backon::{BackoffBuilder, ExponentialBuilder};
 use chrono::Utc;
 use serde_json::Value;
-use tokio::sync::Semaphore;
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use tokio::task::JoinSet;
 use tokio_util::sync::CancellationToken;
 use tracing::Instrument;
 
 use super::committer::{self, Checkpointed, Committer};
 use super::engine::{Engine, Error};
-use super::loader::{self, Loader};
 use crate::ids::RunId;
 use crate::store::{Completed, Dispatch, Failure, Loaded, RunStatus};
 use crate::telemetry::metrics::{self, DeadLetter, Outcome};
@@ -42,8 +41,6 @@ pub(crate) struct Worker {
     pub(crate) redis_lost: tokio::sync::Notify,
     /// Group-commits checkpoints and batches acknowledgements.
     committer: Committer,
-    /// Loads the steps that start together with one statement.
-    loader: Loader,
 }
 
 /// A consumer name unique to this process start (Architecture Invariant 4): a restarted
@@ -78,8 +75,6 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         .reader(&consumer, engine.config.worker.read_block)
         .await?;
     let (committer, requests) = Committer::new();
-    let (loader, loads) = Loader::new();
-    let loader_task = tokio::spawn(loader::run(engine.store.clone(), loads));
     let worker = Arc::new(Worker {
         engine: engine.clone(),
         consumer,
@@ -87,7 +82,6 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         hard_stop: CancellationToken::new(),
         redis_lost: tokio::sync::Notify::new(),
         committer,
-        loader,
     });
     tracing::info!(consumer = %worker.consumer, concurrency = engine.config.worker.concurrency, "worker started");
     // Stopped last: the step tasks and the maintenance loops acknowledge through it.
@@ -129,17 +123,19 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         match reader.read(permits.len()).await {
             Ok(entries) => {
                 failures = patient_backoff();
-                for entry in entries {
-                    let permit = permits.pop().expect("read at most one entry per free slot");
-                    if shutdown.is_cancelled() {
-                        hand_back(&worker, vec![entry]).await;
-                        continue;
-                    }
-                    let worker = worker.clone();
-                    steps.spawn(async move {
-                        handle(&worker, entry).await;
-                        drop(permit);
-                    });
+                if shutdown.is_cancelled() {
+                    hand_back(&worker, entries).await;
+                    continue;
+                }
+                let read: Vec<_> = entries
+                    .into_iter()
+                    .map(|entry| {
+                        let permit = permits.pop().expect("read at most one entry per free slot");
+                        (entry, permit)
+                    })
+                    .collect();
+                if !read.is_empty() {
+                    steps.spawn(handle_read(worker.clone(), read));
                 }
             }
             Err(transport::Error::NoGroup { .. }) => {
@@ -193,8 +189,6 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
     while loops.join_next().await.is_some() {}
     committer_stop.cancel();
     let _ = committer_task.await;
-    // Every step task has ended: nothing waits on a load any more.
-    loader_task.abort();
     reader.close().await;
     tracing::info!(consumer = %worker.consumer, "worker stopped");
     Ok(())
@@ -424,47 +418,95 @@ async fn successors_to_republish(
     .collect()
 }
 
-/// Handles one delivered entry from decoding to acknowledgement.
-async fn handle(worker: &Worker, entry: Entry) {
+/// A delivered entry that names a known workflow and step: its step can be loaded.
+struct Delivery {
+    entry: Entry,
+    msg: Message,
+    workflow: Arc<Workflow>,
+    step: StepRef,
+    /// Holds one of the worker's concurrency slots until the entry is handled.
+    _permit: OwnedSemaphorePermit,
+}
+
+/// Handles the entries of one read: decodes them, loads all their steps with one statement
+/// (`Store::load_many`; a drain or a wide fan-out delivers tens of steps at once), then
+/// handles each in a task of its own. Returns when all of them are handled.
+async fn handle_read(worker: Arc<Worker>, read: Vec<(Entry, OwnedSemaphorePermit)>) {
+    let mut deliveries = Vec::with_capacity(read.len());
+    for (entry, permit) in read {
+        if let Some(d) = accept(&worker, entry, permit).await {
+            deliveries.push(d);
+        }
+    }
+    if deliveries.is_empty() {
+        return;
+    }
+    let deps: Vec<Vec<&str>> = deliveries
+        .iter()
+        .map(|d| dependency_names(&d.workflow, d.step))
+        .collect();
+    let keys: Vec<(RunId, &str, &[&str])> = deliveries
+        .iter()
+        .zip(&deps)
+        .map(|(d, deps)| (d.msg.run_id, d.msg.step.as_str(), deps.as_slice()))
+        .collect();
+    let store = &worker.engine.store;
+    // On a permanent error the entries stay pending, to be reclaimed.
+    let Some(loaded) = patiently(&worker, "loading steps", || store.load_many(&keys)).await else {
+        return;
+    };
+    drop(keys);
+    let mut tasks = JoinSet::new();
+    for (delivery, loaded) in deliveries.into_iter().zip(loaded) {
+        let worker = worker.clone();
+        tasks.spawn(async move { handle(&worker, delivery, loaded).await });
+    }
+    while tasks.join_next().await.is_some() {}
+}
+
+/// Decodes an entry and resolves its workflow and step; dead-letters it if that fails.
+async fn accept(worker: &Worker, entry: Entry, permit: OwnedSemaphorePermit) -> Option<Delivery> {
     let msg = match entry.message() {
         Ok(m) => m,
         Err(malformed) => {
-            return dead_letter(
+            dead_letter(
                 worker,
                 &entry,
                 DeadLetter::Malformed,
                 &malformed.to_string(),
             )
             .await;
+            return None;
         }
     };
     let Ok(workflow) = worker.engine.registry.get(&msg.workflow).cloned() else {
-        return dead_letter(
-            worker,
-            &entry,
-            DeadLetter::UnknownWorkflow,
-            &format!("unknown workflow {:?}", msg.workflow),
-        )
-        .await;
+        let reason = format!("unknown workflow {:?}", msg.workflow);
+        dead_letter(worker, &entry, DeadLetter::UnknownWorkflow, &reason).await;
+        return None;
     };
     let Some(step) = workflow.resolve(&msg.step) else {
-        return dead_letter(
-            worker,
-            &entry,
-            DeadLetter::UnknownStep,
-            &format!("workflow {:?} has no step {:?}", msg.workflow, msg.step),
-        )
-        .await;
+        let reason = format!("workflow {:?} has no step {:?}", msg.workflow, msg.step);
+        dead_letter(worker, &entry, DeadLetter::UnknownStep, &reason).await;
+        return None;
     };
-    let deps = dependency_names(&workflow, step);
-    let store = worker.engine.store.clone();
-    let Some(loaded) = patiently(worker, "loading a step", || {
-        worker.loader.load(&store, msg.run_id, &msg.step, &deps)
+    Some(Delivery {
+        entry,
+        msg,
+        workflow,
+        step,
+        _permit: permit,
     })
-    .await
-    else {
-        return;
-    };
+}
+
+/// Handles one loaded delivery through to acknowledgement.
+async fn handle(worker: &Worker, delivery: Delivery, loaded: Option<Loaded>) {
+    let Delivery {
+        entry,
+        msg,
+        workflow,
+        step,
+        _permit,
+    } = delivery;
     let Some(loaded) = loaded else {
         return dead_letter(
             worker,
