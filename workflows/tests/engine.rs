@@ -714,6 +714,12 @@ async fn retention_deletes_finished_runs_in_batches_and_keeps_running_ones() {
         .await
         .unwrap();
     assert_eq!(steps, 1, "checkpoints of deleted runs go with them");
+    let events: Vec<uuid::Uuid> =
+        sqlx::query_scalar("SELECT DISTINCT run_id FROM tributary_events")
+            .fetch_all(engine.store().pool())
+            .await
+            .unwrap();
+    assert_eq!(events, [running.0], "events of deleted runs go with them");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

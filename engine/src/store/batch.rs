@@ -1,8 +1,8 @@
 //! The set-based half of [`Store::complete_batch`](super::Store::complete_batch): once a batch
 //! of checkpoints has updated its step rows, this readies the successors of every *plain*
 //! member and finishes the runs they complete, in a constant number of statements whatever the
-//! batch size (a status read, one insert of the readied steps, and for finishing runs an output
-//! read, one run update and one event insert). The per-member path (`advance` in
+//! batch size (a read of the statuses and outputs it needs, then one statement inserting the
+//! readied steps, finishing the runs and recording their events). The per-member path (`advance` in
 //! `postgres.rs`) costs two to four round trips per member and stays for the rest: map items
 //! (a map's join), steps followed by a map (its expansion) and hooks.
 //!
@@ -63,39 +63,52 @@ pub(super) async fn advance(
         return Ok(out);
     }
     // The statuses a decision needs: around a step with successors, its successors and their
-    // dependencies; for a last step, all graph steps (does the run finish?).
-    let mut keys: HashSet<(uuid::Uuid, &str)> = HashSet::new();
+    // dependencies; for a last step, all graph steps (does the run finish?) and the output of
+    // the run's output step (its result, if it does).
+    let mut keys: HashMap<(uuid::Uuid, &str), bool> = HashMap::new();
     for m in members {
+        let run = m.run_id.0;
         if m.workflow.successors(m.step).is_empty() {
-            keys.extend(
-                m.workflow
-                    .graph_steps()
-                    .map(|(_, s)| (m.run_id.0, s.name.as_str())),
-            );
+            for (_, s) in m.workflow.graph_steps() {
+                keys.entry((run, s.name.as_str())).or_default();
+            }
+            if let Source::Step(i) = m.workflow.output {
+                keys.insert((run, m.workflow.step(i).name.as_str()), true);
+            }
         } else {
-            keys.extend(
-                m.workflow
-                    .names_around(m.step)
-                    .into_iter()
-                    .map(|n| (m.run_id.0, n)),
-            );
+            for n in m.workflow.names_around(m.step) {
+                keys.entry((run, n)).or_default();
+            }
         }
     }
-    let (runs, names): (Vec<uuid::Uuid>, Vec<&str>) = keys.into_iter().unzip();
-    let rows: Vec<(uuid::Uuid, String, String)> = sqlx::query_as(
-        "SELECT s.run_id, s.step, s.status FROM tributary_steps s
-         JOIN unnest($1::uuid[], $2::text[]) AS k(run_id, step)
+    let mut runs = Vec::with_capacity(keys.len());
+    let mut names = Vec::with_capacity(keys.len());
+    let mut want = Vec::with_capacity(keys.len());
+    for ((run, name), output) in keys {
+        runs.push(run);
+        names.push(name);
+        want.push(output);
+    }
+    let rows: Vec<(uuid::Uuid, String, String, Option<Value>)> = sqlx::query_as(
+        "SELECT s.run_id, s.step, s.status, CASE WHEN k.want THEN s.output END
+         FROM tributary_steps s
+         JOIN unnest($1::uuid[], $2::text[], $3::bool[]) AS k(run_id, step, want)
            ON s.run_id = k.run_id AND s.step = k.step",
     )
     .bind(&runs)
     .bind(&names)
+    .bind(&want)
     .fetch_all(&mut *tx)
     .await
     .op("read successor state")?;
-    let mut status: HashMap<(uuid::Uuid, String), String> = rows
-        .into_iter()
-        .map(|(run, step, st)| ((run, step), st))
-        .collect();
+    let mut status: HashMap<(uuid::Uuid, String), String> = HashMap::with_capacity(rows.len());
+    let mut outputs: HashMap<(uuid::Uuid, String), Value> = HashMap::new();
+    for (run, step, st, output) in rows {
+        if let Some(output) = output {
+            outputs.insert((run, step.clone()), output);
+        }
+        status.insert((run, step), st);
+    }
     let completed = |status: &HashMap<(uuid::Uuid, String), String>, run, name: &str| {
         status
             .get(&(run, name.to_owned()))
@@ -103,7 +116,7 @@ pub(super) async fn advance(
     };
 
     let mut readied: (Vec<uuid::Uuid>, Vec<String>) = (Vec::new(), Vec::new());
-    let mut finishing: Vec<(usize, uuid::Uuid, &Workflow)> = Vec::new();
+    let mut finishing: Vec<Finishing> = Vec::new();
     for m in members {
         let run = m.run_id.0;
         if out.finished.contains(&run) {
@@ -142,61 +155,74 @@ pub(super) async fn advance(
                 .all(|(_, s)| completed(&status, run, &s.name))
         {
             out.finished.insert(run);
-            finishing.push((m.member, run, workflow));
+            let output = match workflow.output {
+                Source::Step(i) => outputs.remove(&(run, workflow.step(i).name.clone())),
+                Source::Input => None,
+            };
+            finishing.push(Finishing {
+                member: m.member,
+                run,
+                workflow,
+                output,
+            });
         }
     }
-    if !readied.0.is_empty() {
-        sqlx::query(
-            "INSERT INTO tributary_steps (run_id, step, status)
-             SELECT r, s, 'ready' FROM unnest($1::uuid[], $2::text[]) AS t(r, s)
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&readied.0)
-        .bind(&readied.1)
-        .execute(&mut *tx)
-        .await
-        .op("ready steps")?;
+    let finished = finish(tx, finishing, &mut out).await?;
+    if readied.0.is_empty() && finished.0.is_empty() {
+        return Ok(out);
     }
-    finish(tx, &finishing, &mut out).await?;
+    // One statement writes the rest: the readied steps, the finished runs and their events.
+    sqlx::query(
+        "WITH ready AS (
+             INSERT INTO tributary_steps (run_id, step, status)
+             SELECT r, s, 'ready' FROM unnest($1::uuid[], $2::text[]) AS t(r, s)
+             ON CONFLICT DO NOTHING),
+         finished AS (
+             UPDATE tributary_runs r SET status = 'succeeded', output = f.output, error = NULL,
+                    finished_at = now(), updated_at = now()
+             FROM unnest($3::uuid[], $4::jsonb[]) AS f(run_id, output)
+             WHERE r.run_id = f.run_id
+             RETURNING r.run_id)
+         INSERT INTO tributary_events (run_id, kind)
+         SELECT run_id, 'run_succeeded' FROM finished ORDER BY run_id",
+    )
+    .bind(&readied.0)
+    .bind(&readied.1)
+    .bind(&finished.0)
+    .bind(&finished.1)
+    .execute(&mut *tx)
+    .await
+    .op("ready steps and finish runs")?;
     Ok(out)
 }
 
-/// Finishes the runs whose graph steps all completed: their output read in one statement per
-/// kind of source, then one update and one event insert for all runs without an `on_success`
-/// hook; a run with the hook goes through `finish_run`, which readies the hook.
+/// A run whose graph steps all completed.
+struct Finishing<'a> {
+    member: usize,
+    run: uuid::Uuid,
+    workflow: &'a Workflow,
+    /// Its output step's output (`None` when the output is the run's input).
+    output: Option<Value>,
+}
+
+/// Settles the outputs of the finishing runs (a run whose output is its input reads it) and
+/// finishes the runs with an `on_success` hook through `finish_run`, which readies the hook.
+/// Returns the other runs with their outputs, for the caller's one update.
 async fn finish(
     tx: &mut PgConnection,
-    finishing: &[(usize, uuid::Uuid, &Workflow)],
+    finishing: Vec<Finishing<'_>>,
     out: &mut Advanced,
-) -> Result<(), Error> {
+) -> Result<(Vec<uuid::Uuid>, Vec<Value>), Error> {
+    let mut plain: (Vec<uuid::Uuid>, Vec<Value>) = (Vec::new(), Vec::new());
     if finishing.is_empty() {
-        return Ok(());
+        return Ok(plain);
     }
-    let mut from_steps: (Vec<uuid::Uuid>, Vec<&str>) = (Vec::new(), Vec::new());
-    let mut from_input: Vec<uuid::Uuid> = Vec::new();
-    for (_, run, workflow) in finishing {
-        match workflow.output {
-            Source::Step(i) => {
-                from_steps.0.push(*run);
-                from_steps.1.push(&workflow.step(i).name);
-            }
-            Source::Input => from_input.push(*run),
-        }
-    }
-    let mut outputs: HashMap<uuid::Uuid, Value> = HashMap::new();
-    if !from_steps.0.is_empty() {
-        let rows: Vec<(uuid::Uuid, Value)> = sqlx::query_as(
-            "SELECT s.run_id, s.output FROM tributary_steps s
-             JOIN unnest($1::uuid[], $2::text[]) AS k(run_id, step)
-               ON s.run_id = k.run_id AND s.step = k.step",
-        )
-        .bind(&from_steps.0)
-        .bind(&from_steps.1)
-        .fetch_all(&mut *tx)
-        .await
-        .op("read run output")?;
-        outputs.extend(rows);
-    }
+    let from_input: Vec<uuid::Uuid> = finishing
+        .iter()
+        .filter(|f| matches!(f.workflow.output, Source::Input))
+        .map(|f| f.run)
+        .collect();
+    let mut inputs: HashMap<uuid::Uuid, Value> = HashMap::new();
     if !from_input.is_empty() {
         let rows: Vec<(uuid::Uuid, Value)> =
             sqlx::query_as("SELECT run_id, input FROM tributary_runs WHERE run_id = ANY($1)")
@@ -204,20 +230,22 @@ async fn finish(
                 .fetch_all(&mut *tx)
                 .await
                 .op("read run output")?;
-        outputs.extend(rows);
+        inputs.extend(rows);
     }
-    let mut plain: (Vec<uuid::Uuid>, Vec<Value>) = (Vec::new(), Vec::new());
-    for &(member, ref run, workflow) in finishing {
-        let output = outputs.remove(run).ok_or_else(|| Error::Corrupt {
-            what: "run output",
-            problem: format!("run {run} finished, but its output step has no row"),
-        })?;
-        if workflow.hook(ON_SUCCESS).is_some() {
+    for f in finishing {
+        let output = f
+            .output
+            .or_else(|| inputs.remove(&f.run))
+            .ok_or_else(|| Error::Corrupt {
+                what: "run output",
+                problem: format!("run {} finished, but its output step has no row", f.run),
+            })?;
+        if f.workflow.hook(ON_SUCCESS).is_some() {
             let mut dispatch = Vec::new();
             finish_run(
                 tx,
-                workflow,
-                RunId(*run),
+                f.workflow,
+                RunId(f.run),
                 RunStatus::Succeeded,
                 Some(output),
                 None,
@@ -226,33 +254,11 @@ async fn finish(
             .await?;
             // The hook goes out with the member that finished the run.
             out.dispatch
-                .extend(dispatch.into_iter().map(|d| (member, d)));
+                .extend(dispatch.into_iter().map(|d| (f.member, d)));
         } else {
-            plain.0.push(*run);
+            plain.0.push(f.run);
             plain.1.push(output);
         }
     }
-    if plain.0.is_empty() {
-        return Ok(());
-    }
-    sqlx::query(
-        "UPDATE tributary_runs r SET status = 'succeeded', output = f.output, error = NULL,
-                finished_at = now(), updated_at = now()
-         FROM unnest($1::uuid[], $2::jsonb[]) AS f(run_id, output)
-         WHERE r.run_id = f.run_id",
-    )
-    .bind(&plain.0)
-    .bind(&plain.1)
-    .execute(&mut *tx)
-    .await
-    .op("finish runs")?;
-    sqlx::query(
-        "INSERT INTO tributary_events (run_id, kind)
-         SELECT r, 'run_succeeded' FROM unnest($1::uuid[]) AS t(r)",
-    )
-    .bind(&plain.0)
-    .execute(&mut *tx)
-    .await
-    .op("record finished runs")?;
-    Ok(())
+    Ok(plain)
 }

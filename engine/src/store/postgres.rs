@@ -547,7 +547,8 @@ impl Store {
     /// [`Store::load`] for several steps in one statement (the entries of one read): one
     /// round trip and one planning for all. `None` for a step whose run does not exist. Each
     /// lookup is a `LATERAL … LIMIT 1` on a primary key, so the plan stays a per-key index
-    /// lookup whatever the table statistics say.
+    /// lookup whatever the table statistics say. A single step goes through [`Store::load`],
+    /// whose statements PostgreSQL keeps planned.
     ///
     /// # Errors
     /// A query error.
@@ -555,6 +556,9 @@ impl Store {
         &self,
         keys: &[(RunId, &str, &[&str])],
     ) -> Result<Vec<Option<Loaded>>, Error> {
+        if let [(run, step, deps)] = keys {
+            return Ok(vec![self.load(*run, step, deps).await?]);
+        }
         let deps: Vec<Value> = keys
             .iter()
             .map(|(_, _, deps)| Value::from(deps.to_vec()))
@@ -665,7 +669,11 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self.pool.begin().await.op("begin checkpoint")?;
+        let mut tx = self
+            .pool
+            .begin_with(KEYED_TRANSACTION)
+            .await
+            .op("begin checkpoint")?;
         let mut runs: Vec<uuid::Uuid> = batch.iter().map(|(_, d)| d.run_id.0).collect();
         runs.sort_unstable();
         runs.dedup();
@@ -681,31 +689,38 @@ impl Store {
         for (id, status, trace) in locked {
             run_state.insert(id, (RunStatus::parse(&status)?, trace));
         }
-        // The fenced update, set-based. The rows to change are locked first in (run, step)
-        // order (a MATERIALIZED CTE with ORDER BY … FOR UPDATE), the same order as
-        // `mark_ready`, the other statement that changes several runs' steps at once.
+        // The fenced update, set-based, with the completions' events. The rows to change are
+        // locked first in (run, step) order (a MATERIALIZED CTE with ORDER BY … FOR UPDATE),
+        // the same order as `mark_ready`, the other statement that changes several runs' steps
+        // at once. A member twice in the batch updates its row once, and gets one event.
         let updated: Vec<(uuid::Uuid, String, i32)> = sqlx::query_as(
             "WITH d AS MATERIALIZED (
-                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::timestamptz[])
-                     AS d(run_id, step, attempt, output, started_at)),
+                 SELECT * FROM unnest($1::uuid[], $2::text[], $3::int[], $4::jsonb[], $5::timestamptz[], $6::text[])
+                     AS d(run_id, step, attempt, output, started_at, worker)),
              l AS MATERIALIZED (
                  SELECT s.run_id, s.step FROM tributary_steps s
                  JOIN d ON s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
                  WHERE s.status IN ('waiting', 'ready')
-                 ORDER BY s.run_id, s.step FOR UPDATE OF s)
-             UPDATE tributary_steps s SET status = 'completed', output = d.output, error = NULL,
-                    due_at = NULL, started_at = d.started_at, finished_at = now()
-             FROM d, l
-             WHERE s.run_id = l.run_id AND s.step = l.step
-               AND s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
-               AND s.status IN ('waiting', 'ready')
-             RETURNING s.run_id, s.step, s.attempt",
+                 ORDER BY s.run_id, s.step FOR UPDATE OF s),
+             u AS (
+                 UPDATE tributary_steps s SET status = 'completed', output = d.output, error = NULL,
+                        due_at = NULL, started_at = d.started_at, finished_at = now()
+                 FROM d, l
+                 WHERE s.run_id = l.run_id AND s.step = l.step
+                   AND s.run_id = d.run_id AND s.step = d.step AND s.attempt = d.attempt
+                   AND s.status IN ('waiting', 'ready')
+                 RETURNING s.run_id, s.step, s.attempt, d.worker),
+             e AS (
+                 INSERT INTO tributary_events (run_id, step, attempt, kind, detail)
+                 SELECT run_id, step, attempt, 'step_completed', worker FROM u ORDER BY run_id, step)
+             SELECT run_id, step, attempt FROM u",
         )
         .bind(batch.iter().map(|(_, d)| d.run_id.0).collect::<Vec<_>>())
         .bind(batch.iter().map(|(_, d)| d.step.clone()).collect::<Vec<_>>())
         .bind(batch.iter().map(|(_, d)| d.attempt as i32).collect::<Vec<_>>())
         .bind(batch.iter().map(|(_, d)| d.output.clone()).collect::<Vec<_>>())
         .bind(batch.iter().map(|(_, d)| d.started_at).collect::<Vec<_>>())
+        .bind(batch.iter().map(|(_, d)| d.worker.clone()).collect::<Vec<_>>())
         .fetch_all(&mut *tx)
         .await
         .op("commit checkpoints")?;
@@ -725,19 +740,6 @@ impl Store {
                 updated.remove(&(d.run_id.0, d.step.clone(), d.attempt as i32))
             })
             .collect();
-        if !committed.is_empty() {
-            sqlx::query(
-                "INSERT INTO tributary_events (run_id, step, attempt, kind, detail)
-                 SELECT r, s, a, 'step_completed', w FROM unnest($1::uuid[], $2::text[], $3::int[], $4::text[]) AS t(r, s, a, w)",
-            )
-            .bind(committed.iter().map(|&i| batch[i].1.run_id.0).collect::<Vec<_>>())
-            .bind(committed.iter().map(|&i| batch[i].1.step.clone()).collect::<Vec<_>>())
-            .bind(committed.iter().map(|&i| batch[i].1.attempt as i32).collect::<Vec<_>>())
-            .bind(committed.iter().map(|&i| batch[i].1.worker.clone()).collect::<Vec<_>>())
-            .execute(&mut *tx)
-            .await
-            .op("record step completions")?;
-        }
         // Map items, steps followed by a map, and hooks advance one by one; the plain members
         // (most steps) all at once afterwards, on the statuses the others left (`batch.rs`).
         let mut results: Vec<Option<Vec<Dispatch>>> = vec![None; batch.len()];
@@ -1052,19 +1054,39 @@ impl Store {
     /// # Errors
     /// A query error.
     pub async fn delete_finished(&self, older_than: Duration, batch: i64) -> Result<u64, Error> {
-        let done = sqlx::query(
-            "DELETE FROM tributary_runs WHERE run_id IN (
-                 SELECT run_id FROM tributary_runs WHERE finished_at < now() - $1::interval
-                 ORDER BY finished_at LIMIT $2)",
+        // Steps go by ON DELETE CASCADE; events, which have no foreign key (migration 0010),
+        // in the same statement.
+        let deleted: i64 = sqlx::query_scalar(
+            "WITH gone AS (
+                 DELETE FROM tributary_runs WHERE run_id IN (
+                     SELECT run_id FROM tributary_runs WHERE finished_at < now() - $1::interval
+                     ORDER BY finished_at LIMIT $2)
+                 RETURNING run_id),
+             events AS (
+                 DELETE FROM tributary_events WHERE run_id IN (SELECT run_id FROM gone))
+             SELECT count(*) FROM gone",
         )
         .bind(interval(older_than))
         .bind(batch)
-        .execute(&self.pool)
+        .fetch_one(&self.pool)
         .await
         .op("delete finished runs")?;
-        Ok(done.rows_affected())
+        Ok(u64::try_from(deleted).unwrap_or_default())
     }
 }
+
+/// Begins a transaction whose statements touch rows only by primary key (a batch's
+/// checkpoints): PostgreSQL plans each prepared statement once per connection (a generic
+/// plan), and plans it with per-key index lookups whatever the table statistics say.
+///
+/// Why: with array parameters PostgreSQL re-plans every execution (a custom plan), and
+/// planning took as long as executing: 300–400 µs per statement and batch in a drain. A
+/// generic plan made on a freshly created or truncated table (no statistics, a few pages)
+/// would join by sequential scans and keep doing so as the table grows; without sequential
+/// scans the planner has only the per-key plans, right at any size (`docs/decisions.md`,
+/// "Generic plans for the checkpoint transaction").
+const KEYED_TRANSACTION: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
+     SET LOCAL enable_seqscan = off";
 
 fn interval(d: Duration) -> String {
     format!("{} microseconds", d.as_micros())

@@ -571,7 +571,9 @@ impl Env {
     /// key prefix of its own. Returns it and its prefix.
     async fn fresh_engine(&mut self, tag: &str) -> Result<(Engine, String)> {
         if self.counter > 0 {
-            self.pg.execute("TRUNCATE tributary_runs CASCADE").await?;
+            self.pg
+                .execute("TRUNCATE tributary_runs, tributary_events CASCADE")
+                .await?;
             self.pg.execute("CHECKPOINT").await?;
         }
         if self.opts.pg_stats {
@@ -1585,7 +1587,7 @@ async fn describe(env: &mut Env) -> Result<String> {
         o.raw_secs
     ));
     out.push_str(
-        "  before each engine run: TRUNCATE tributary_runs CASCADE, CHECKPOINT, FLUSHALL, \
+        "  before each engine run: TRUNCATE tributary_runs, tributary_events CASCADE, CHECKPOINT, FLUSHALL, \
          and a new key prefix",
     );
     Ok(out)
