@@ -563,6 +563,12 @@ impl Store {
             .iter()
             .map(|(_, _, deps)| Value::from(deps.to_vec()))
             .collect();
+        // Planned once per connection (its custom plan took longer to make than to run).
+        let mut tx = self
+            .pool
+            .begin_with(KEYED_TRANSACTION)
+            .await
+            .op("load steps")?;
         let rows = sqlx::query(
             "SELECT k.i, r.workflow, r.version, r.run_status, r.run_input,
                     s.step_status, s.attempt, s.attempt_base, s.step_input,
@@ -586,9 +592,10 @@ impl Store {
         .bind(keys.iter().map(|(run, _, _)| run.0).collect::<Vec<_>>())
         .bind(keys.iter().map(|(_, step, _)| *step).collect::<Vec<_>>())
         .bind(deps)
-        .fetch_all(&self.pool)
+        .fetch_all(&mut *tx)
         .await
         .op("load steps")?;
+        tx.commit().await.op("load steps")?;
         let mut out: Vec<Option<Loaded>> = (0..keys.len()).map(|_| None).collect();
         for row in &rows {
             let i: i32 = row.try_get("i").op("load steps")?;
@@ -1076,7 +1083,7 @@ impl Store {
 }
 
 /// Begins a transaction whose statements touch rows only by primary key (a batch's
-/// checkpoints): PostgreSQL plans each prepared statement once per connection (a generic
+/// checkpoints, the loads of one read): PostgreSQL plans each prepared statement once per connection (a generic
 /// plan), and plans it with per-key index lookups whatever the table statistics say.
 ///
 /// Why: with array parameters PostgreSQL re-plans every execution (a custom plan), and
