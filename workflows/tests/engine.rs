@@ -964,6 +964,16 @@ async fn one_batch_of_checkpoints_readies_a_join_once_and_finishes_runs() {
         .filter(|e| e.kind == "run_succeeded")
         .count();
     assert_eq!(finished, 1, "{:?}", view.events);
+    let join_completions = view
+        .events
+        .iter()
+        .filter(|e| e.kind == "step_completed" && e.step.as_deref() == Some("join"))
+        .count();
+    assert_eq!(
+        join_completions, 1,
+        "one event for the join: {:?}",
+        view.events
+    );
     assert_eq!(engine.status(r2).await.unwrap().status, "running");
 }
 
