@@ -2,9 +2,9 @@
 //! of checkpoints has updated its step rows, this readies the successors of every *plain*
 //! member and finishes the runs they complete, in a constant number of statements whatever the
 //! batch size (a read of the statuses and outputs it needs, then one statement inserting the
-//! readied steps, finishing the runs and recording their events). The per-member path (`advance` in
-//! `postgres.rs`) costs two to four round trips per member and stays for the rest: map items
-//! (a map's join), steps followed by a map (its expansion) and hooks.
+//! readied steps, finishing the runs and recording their events). The per-member path
+//! (`advance` in `postgres.rs`) costs two to four round trips per member and stays for the
+//! rest: map items (a map's join), steps followed by a map (its expansion) and hooks.
 //!
 //! It decides exactly what the per-member path decides, member by member in the batch's
 //! order, on the statuses as they stand after the batch's own updates (and after the

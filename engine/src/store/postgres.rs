@@ -1091,7 +1091,7 @@ impl Store {
 /// generic plan made on a freshly created or truncated table (no statistics, a few pages)
 /// would join by sequential scans and keep doing so as the table grows; without sequential
 /// scans the planner has only the per-key plans, right at any size (`docs/decisions.md`,
-/// "Generic plans for the checkpoint transaction").
+/// "Fewer statements, one planning per batch").
 const KEYED_TRANSACTION: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
      SET LOCAL enable_seqscan = off";
 
