@@ -125,7 +125,8 @@ pub struct ScheduleOverride {
 #[serde(rename_all = "kebab-case", deny_unknown_fields, default)]
 pub struct WorkerConfig {
     /// Steps run at once by one process; it reads only as many entries as it has free
-    /// slots. Default: 32.
+    /// slots. A step's slot is free again when its function returns; its entry is held until
+    /// its checkpoint commits, at most `HELD_PER_SLOT` (8) held entries per slot. Default: 32.
     pub concurrency: usize,
     /// Lease of a step entry: a worker renews it every third of this while the step runs;
     /// an entry idle longer is reclaimed by another worker. Default: 30 s.

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use serde_json::json;
 use tributary::ids::RunId;
-use tributary::runtime::{Engine, StartOptions};
+use tributary::runtime::{Engine, HELD_PER_SLOT, StartOptions};
 use tributary::testing::{TestEnv, WorkerProcess, eventually};
 
 const BIN: &str = env!("CARGO_BIN_EXE_tributary");
@@ -713,8 +713,22 @@ async fn dev_starts_private_servers_and_keeps_their_state_across_restarts() {
     let _ = std::fs::remove_dir_all(&state);
 }
 
+/// The most entries the worker of `engine`'s prefix held at once while `run` ran, sampled
+/// every 20 ms (at most 60 s).
+async fn most_entries_held(engine: &Engine, run: RunId) -> usize {
+    let mut most = 0;
+    for _ in 0..3000 {
+        most = most.max(engine.transport().pending(100).await.unwrap().len());
+        if engine.statuses(&[run]).await.unwrap()[&run].is_final() {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    most
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
+async fn a_worker_runs_no_more_steps_at_once_than_it_has_slots() {
     let env = TestEnv::start().await;
     let engine = client(&env).await;
     let worker = env.spawn_worker(BIN.as_ref(), &[("TRIBUTARY_WORKER_CONCURRENCY", "2")]);
@@ -726,20 +740,59 @@ async fn a_worker_reads_no_more_entries_than_it_has_free_slots() {
         )
         .await
         .unwrap();
-    let mut most = 0;
-    // Bounded: at most 60 s of 20 ms samples.
-    for _ in 0..3000 {
-        most = most.max(engine.transport().pending(100).await.unwrap().len());
-        if engine.statuses(&[run]).await.unwrap()[&run].is_final() {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(20)).await;
-    }
+    let most = most_entries_held(&engine, run).await;
     wait_all(&engine, &[run], std::slice::from_ref(&worker)).await;
     assert!(most >= 1, "the sampling saw the worker busy");
     assert!(
-        most <= 2,
+        most <= 2 * HELD_PER_SLOT,
         "a worker with 2 slots held {most} entries at once"
+    );
+    // Each item sleeps 300 ms: with 2 slots, a third item starts only once one of the two
+    // before it has returned, so items two apart start at least 300 ms apart.
+    let view = engine.status(run).await.unwrap();
+    let mut starts: Vec<_> = view
+        .steps
+        .iter()
+        .filter(|s| s.step.starts_with("square["))
+        .map(|s| s.started_at.expect("a completed item has a start"))
+        .collect();
+    starts.sort();
+    assert_eq!(starts.len(), 6, "{:?}", view.steps);
+    for w in starts.windows(3) {
+        let apart = w[2] - w[0];
+        assert!(
+            apart >= chrono::Duration::milliseconds(295),
+            "three items ran at once on 2 slots: starts {starts:?}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_step_gives_its_slot_back_while_its_checkpoint_waits_and_held_entries_stay_bounded() {
+    let env = TestEnv::start().await;
+    let engine = client(&env).await;
+    // Every group commit waits 1 s for company: the entries of returned steps pile up.
+    let worker = env.spawn_worker(
+        BIN.as_ref(),
+        &[
+            ("TRIBUTARY_WORKER_CONCURRENCY", "2"),
+            ("TRIBUTARY_WORKER_CHECKPOINT_DELAY", "1s"),
+        ],
+    );
+    let run = engine
+        .start("demo", json!({"n": 30}), StartOptions::default())
+        .await
+        .unwrap();
+    let most = most_entries_held(&engine, run).await;
+    wait_all(&engine, &[run], std::slice::from_ref(&worker)).await;
+    assert!(
+        most > 2,
+        "steps waiting for their checkpoint kept their slots: at most {most} entries held"
+    );
+    assert!(
+        most <= 2 * HELD_PER_SLOT,
+        "a worker with 2 slots held {most} entries at once (bound {})",
+        2 * HELD_PER_SLOT
     );
 }
 

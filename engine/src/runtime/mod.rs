@@ -4,7 +4,8 @@
 //! process runs [`Engine::run_worker`], which spawns:
 //! - the consumer (`worker.rs`): reads entries for its free slots, loads the steps of one read
 //!   with one statement, executes them, commits checkpoints, publishes successors, then
-//!   acknowledges;
+//!   acknowledges; a step's slot is free again when its function returns, and its entry is
+//!   held on (at most [`HELD_PER_SLOT`] per slot) until acknowledged;
 //! - the group committer (`committer.rs`): commits the checkpoints of many attempts in one
 //!   transaction, publishes their successors in one round and acknowledges them with one XACK;
 //! - the lease keeper (`worker.rs`): renews the entries of running steps and cancels steps of
@@ -22,3 +23,4 @@ mod worker;
 pub use engine::{Engine, Error, StartOptions};
 pub use scheduler::Scheduled;
 pub(crate) use scheduler::tick_key;
+pub use worker::HELD_PER_SLOT;

@@ -31,6 +31,64 @@ use crate::workflow::{Source, StepContext, StepError, StepRef, Workflow};
 /// Entries this process is executing: entry id → (run, cancellation of the attempt).
 type InFlight = Arc<Mutex<HashMap<String, (RunId, CancellationToken)>>>;
 
+/// Entries one process may hold (read and not yet acknowledged) per execution slot. A step
+/// gives its slot back when its function returns; its entry is held on while its checkpoint
+/// commits with a group of others, and the next steps run meanwhile. Without this, a slot
+/// would sit idle through every commit, and a fast step's throughput would be bounded by
+/// round trips rather than by the CPUs (measured: see `docs/benchmarks.md`, "Slots free at
+/// the step's return").
+pub const HELD_PER_SLOT: usize = 8;
+
+/// What an entry read by this process holds of its capacity: an execution slot until its step
+/// function returns, and a place among the held entries until it is handled.
+struct Claim {
+    slot: Option<OwnedSemaphorePermit>,
+    _held: OwnedSemaphorePermit,
+}
+
+impl Claim {
+    /// Gives the execution slot back: the step function returned.
+    fn release_slot(&mut self) {
+        self.slot = None;
+    }
+}
+
+/// The capacity of one worker process: execution slots (`worker.concurrency`) and held entries
+/// ([`HELD_PER_SLOT`] per slot). Only the read loop takes claims.
+struct Capacity {
+    slots: Arc<Semaphore>,
+    held: Arc<Semaphore>,
+}
+
+impl Capacity {
+    fn new(concurrency: usize) -> Self {
+        Self {
+            slots: Arc::new(Semaphore::new(concurrency)),
+            held: Arc::new(Semaphore::new(concurrency * HELD_PER_SLOT)),
+        }
+    }
+
+    /// Waits for one claim.
+    async fn claim(&self) -> Claim {
+        let held = self.held.clone().acquire_owned().await;
+        let slot = self.slots.clone().acquire_owned().await;
+        Claim {
+            slot: Some(slot.expect("semaphore is never closed")),
+            _held: held.expect("semaphore is never closed"),
+        }
+    }
+
+    /// A claim if one is free now.
+    fn try_claim(&self) -> Option<Claim> {
+        let held = self.held.clone().try_acquire_owned().ok()?;
+        let slot = self.slots.clone().try_acquire_owned().ok()?;
+        Some(Claim {
+            slot: Some(slot),
+            _held: held,
+        })
+    }
+}
+
 pub(crate) struct Worker {
     pub(crate) engine: Engine,
     pub(crate) consumer: String,
@@ -106,17 +164,17 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
         background.clone(),
     ));
 
-    let slots = Arc::new(Semaphore::new(engine.config.worker.concurrency));
+    let capacity = Capacity::new(engine.config.worker.concurrency);
     let mut steps = JoinSet::new();
     let mut failures = patient_backoff();
     while !shutdown.is_cancelled() {
         let first = tokio::select! {
             _ = shutdown.cancelled() => break,
-            permit = slots.clone().acquire_owned() => permit.expect("semaphore is never closed"),
+            claim = capacity.claim() => claim,
         };
         let mut permits = vec![first];
-        while let Ok(p) = slots.clone().try_acquire_owned() {
-            permits.push(p);
+        while let Some(claim) = capacity.try_claim() {
+            permits.push(claim);
         }
         // Not raced against shutdown: a read cut short could lose entries already delivered
         // to this consumer; it returns within the block time anyway.
@@ -130,8 +188,8 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
                 let read: Vec<_> = entries
                     .into_iter()
                     .map(|entry| {
-                        let permit = permits.pop().expect("read at most one entry per free slot");
-                        (entry, permit)
+                        let claim = permits.pop().expect("read at most one entry per free slot");
+                        (entry, claim)
                     })
                     .collect();
                 if !read.is_empty() {
@@ -424,17 +482,17 @@ struct Delivery {
     msg: Message,
     workflow: Arc<Workflow>,
     step: StepRef,
-    /// Holds one of the worker's concurrency slots until the entry is handled.
-    _permit: OwnedSemaphorePermit,
+    /// Its claim on the worker's capacity, held until the entry is handled.
+    claim: Claim,
 }
 
 /// Handles the entries of one read: decodes them, loads all their steps with one statement
 /// (`Store::load_many`; a drain or a wide fan-out delivers tens of steps at once), then
 /// handles each in a task of its own. Returns when all of them are handled.
-async fn handle_read(worker: Arc<Worker>, read: Vec<(Entry, OwnedSemaphorePermit)>) {
+async fn handle_read(worker: Arc<Worker>, read: Vec<(Entry, Claim)>) {
     let mut deliveries = Vec::with_capacity(read.len());
-    for (entry, permit) in read {
-        if let Some(d) = accept(&worker, entry, permit).await {
+    for (entry, claim) in read {
+        if let Some(d) = accept(&worker, entry, claim).await {
             deliveries.push(d);
         }
     }
@@ -465,7 +523,7 @@ async fn handle_read(worker: Arc<Worker>, read: Vec<(Entry, OwnedSemaphorePermit
 }
 
 /// Decodes an entry and resolves its workflow and step; dead-letters it if that fails.
-async fn accept(worker: &Worker, entry: Entry, permit: OwnedSemaphorePermit) -> Option<Delivery> {
+async fn accept(worker: &Worker, entry: Entry, claim: Claim) -> Option<Delivery> {
     let msg = match entry.message() {
         Ok(m) => m,
         Err(malformed) => {
@@ -494,7 +552,7 @@ async fn accept(worker: &Worker, entry: Entry, permit: OwnedSemaphorePermit) -> 
         msg,
         workflow,
         step,
-        _permit: permit,
+        claim,
     })
 }
 
@@ -505,7 +563,7 @@ async fn handle(worker: &Worker, delivery: Delivery, loaded: Option<Loaded>) {
         msg,
         workflow,
         step,
-        _permit,
+        mut claim,
     } = delivery;
     let Some(loaded) = loaded else {
         return dead_letter(
@@ -554,7 +612,7 @@ async fn handle(worker: &Worker, delivery: Delivery, loaded: Option<Loaded>) {
     if loaded.run_status != RunStatus::Running && !is_hook {
         return ack(worker, &entry.id).await;
     }
-    execute(worker, &entry, &msg, &workflow, step, loaded).await;
+    execute(worker, &entry, &msg, &workflow, step, loaded, &mut claim).await;
 }
 
 /// How an attempt's result was recorded, and what is left to do.
@@ -575,6 +633,7 @@ async fn execute(
     workflow: &Arc<Workflow>,
     step: StepRef,
     loaded: Loaded,
+    claim: &mut Claim,
 ) {
     let index = match step {
         StepRef::Graph(i) | StepRef::MapItem(i, _) | StepRef::Hook(i) => i,
@@ -649,6 +708,7 @@ async fn execute(
             }
         }
     };
+    claim.release_slot();
     if worker.hard_stop.is_cancelled() {
         // Shutting down past the grace: leave the entry pending for the hand-back.
         metrics::step_finished(

@@ -1251,9 +1251,66 @@ async fn latency_measure(
         figures[2],
         figures[3]
     );
+    if workflow == "chain3" {
+        stage_breakdown(env, &warm.to_string()).await?;
+    }
     Ok(vec![
         figures[0], figures[1], figures[2], figures[3], call_p50, call_p99,
     ])
+}
+
+/// Where the time from start to step `c` goes in `chain3`, stage by stage, from the rows'
+/// timestamps: `created_at` and `finished_at` are the `now()` of their transactions (the time
+/// its `BEGIN` ran), `started_at` the worker's clock just before the step function runs.
+/// Printed only: a diagnosis, not a figure of the table.
+async fn stage_breakdown(env: &mut Env, warm: &str) -> Result<()> {
+    let stages = [
+        ("start tx -> a running", "a.started_at - r.created_at"),
+        (
+            "a running -> a checkpoint tx",
+            "a.finished_at - a.started_at",
+        ),
+        (
+            "a checkpoint tx -> b running",
+            "b.started_at - a.finished_at",
+        ),
+        (
+            "b running -> b checkpoint tx",
+            "b.finished_at - b.started_at",
+        ),
+        (
+            "b checkpoint tx -> c running",
+            "c.started_at - b.finished_at",
+        ),
+    ];
+    let columns: Vec<String> = stages
+        .iter()
+        .map(|(_, expr)| {
+            format!(
+                "percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM {expr}) * 1000), \
+                 percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM {expr}) * 1000)"
+            )
+        })
+        .collect();
+    let row = env
+        .pg
+        .row(&format!(
+            "SELECT {} FROM tributary_runs r
+             JOIN tributary_steps a ON a.run_id = r.run_id AND a.step = 'a'
+             JOIN tributary_steps b ON b.run_id = r.run_id AND b.step = 'b'
+             JOIN tributary_steps c ON c.run_id = r.run_id AND c.step = 'c'
+             WHERE r.status = 'succeeded' AND r.run_id <> '{warm}'",
+            columns.join(", ")
+        ))
+        .await?;
+    let figures: Vec<f64> = row.iter().map(parse::<f64>).collect::<Result<_>>()?;
+    let parts: Vec<String> = stages
+        .iter()
+        .zip(figures.chunks(2))
+        .map(|((name, _), f)| format!("{name} {:.2}/{:.2}", f[0], f[1]))
+        .collect();
+    println!("    stages, p50/p99 ms: {}", parts.join("; "));
+    Ok(())
 }
 
 /// Linear interpolation between closest ranks, as PostgreSQL's `percentile_cont`.
