@@ -146,7 +146,8 @@ pub struct WorkerConfig {
     /// back. Default: 30 s.
     #[serde(with = "humantime_serde")]
     pub shutdown_grace: Duration,
-    /// PostgreSQL connections of one process. Default: 16.
+    /// PostgreSQL connections of one process, at least 2: three quarters for the hot path
+    /// (step loads and checkpoints), the rest (at least one) for everything else. Default: 16.
     pub database_connections: u32,
     /// At most this many step checkpoints are committed in one transaction by the process's
     /// group committer. Default: 128.

@@ -239,14 +239,36 @@ pub struct RunView {
     pub events: Vec<EventRow>,
 }
 
-/// The PostgreSQL store. Cheap to clone (a pool handle).
+/// The PostgreSQL store. Cheap to clone (pool handles).
 #[derive(Debug, Clone)]
 pub struct Store {
     pool: PgPool,
+    /// The hot path's connections: step loads and checkpoint transactions, whose statements
+    /// touch rows only by primary key. Their sessions plan each prepared statement once, with
+    /// per-key index lookups (see [`KEYED_SETTINGS`]).
+    keyed: PgPool,
 }
 
+/// Session settings of the keyed pool, sent with each connection's start-up (no round trip).
+///
+/// Why: with array parameters PostgreSQL re-plans every execution (a custom plan), and
+/// planning took as long as executing: 300–400 µs per statement and batch in a drain, and
+/// ~230 µs per `load` of a step with dependencies. A generic plan is made once per connection;
+/// made on a freshly created or truncated table (no statistics, a few pages) it would join by
+/// sequential scans and keep doing so as the table grows. Without sequential scans the planner
+/// has only the per-key plans, right at any size (`docs/decisions.md`, "Fewer statements, one
+/// planning per batch" and "A pool for the keyed statements"). The other statements (batch
+/// starts, the due-time poller, retention, …) keep PostgreSQL's defaults on the other pool.
+const KEYED_SETTINGS: [(&str, &str); 2] = [
+    ("plan_cache_mode", "force_generic_plan"),
+    ("enable_seqscan", "off"),
+];
+
 impl Store {
-    /// Connects a pool to `url`, failing after `connect_timeout` with a clear error.
+    /// Connects to `url` with at most `max_connections` connections, failing after
+    /// `connect_timeout` with a clear error. A quarter of them (at least one) serve the
+    /// statements of PostgreSQL's defaults, the rest (at least one) the keyed pool of the hot
+    /// path (step loads and checkpoints).
     ///
     /// `stalled_after` bounds how long a transaction of this pool may sit idle between its
     /// statements (PostgreSQL's `idle_in_transaction_session_timeout`): past it, the server
@@ -273,16 +295,22 @@ impl Store {
             .clamp(1, i32::MAX as u128)
             .to_string();
         let options = options.options([("idle_in_transaction_session_timeout", millis.as_str())]);
-        let pool = PgPoolOptions::new()
-            .max_connections(max_connections)
-            .acquire_timeout(connect_timeout)
-            .connect_with(options)
-            .await
-            .map_err(|source| Error::Connect {
-                url: redact_url(url),
-                source,
-            })?;
-        Ok(Self { pool })
+        let general = (max_connections / 4).max(1);
+        let keyed = max_connections.saturating_sub(general).max(1);
+        let connect = |options: PgConnectOptions, size: u32| async move {
+            PgPoolOptions::new()
+                .max_connections(size)
+                .acquire_timeout(connect_timeout)
+                .connect_with(options)
+                .await
+                .map_err(|source| Error::Connect {
+                    url: redact_url(url),
+                    source,
+                })
+        };
+        let pool = connect(options.clone(), general).await?;
+        let keyed = connect(options.options(KEYED_SETTINGS), keyed).await?;
+        Ok(Self { pool, keyed })
     }
 
     /// Applies pending migrations.
@@ -292,6 +320,12 @@ impl Store {
     pub async fn migrate(&self) -> Result<(), Error> {
         MIGRATOR.run(&self.pool).await?;
         Ok(())
+    }
+
+    /// Closes both pools, waiting for their connections to be returned.
+    pub async fn close(&self) {
+        self.pool.close().await;
+        self.keyed.close().await;
     }
 
     /// The pool, for tests and tools.
@@ -511,10 +545,8 @@ impl Store {
         step: &str,
         deps: &[&str],
     ) -> Result<Option<Loaded>, Error> {
-        // Two statements, not one with an empty array: with `ANY('{}')` PostgreSQL's custom
-        // plan folds the subquery away and looks cheaper than the generic plan, so it plans the
-        // statement anew at every call (measured: 190 µs of planning per step, the largest
-        // PostgreSQL cost of a drain). Each of these settles on its generic plan.
+        // Two statements, not one with an empty array: the one without dependencies has no
+        // subquery to run. Both are planned once per connection (the keyed pool).
         let query = if deps.is_empty() {
             sqlx::query(
                 "SELECT r.workflow, r.version, r.status AS run_status, r.input AS run_input,
@@ -540,7 +572,7 @@ impl Store {
             .bind(step)
             .bind(deps)
         };
-        let row = query.fetch_optional(&self.pool).await.op("load step")?;
+        let row = query.fetch_optional(&self.keyed).await.op("load step")?;
         row.as_ref().map(loaded_row).transpose()
     }
 
@@ -564,11 +596,6 @@ impl Store {
             .map(|(_, _, deps)| Value::from(deps.to_vec()))
             .collect();
         // Planned once per connection (its custom plan took longer to make than to run).
-        let mut tx = self
-            .pool
-            .begin_with(KEYED_TRANSACTION)
-            .await
-            .op("load steps")?;
         let rows = sqlx::query(
             "SELECT k.i, r.workflow, r.version, r.run_status, r.run_input,
                     s.step_status, s.attempt, s.attempt_base, s.step_input,
@@ -592,10 +619,9 @@ impl Store {
         .bind(keys.iter().map(|(run, _, _)| run.0).collect::<Vec<_>>())
         .bind(keys.iter().map(|(_, step, _)| *step).collect::<Vec<_>>())
         .bind(deps)
-        .fetch_all(&mut *tx)
+        .fetch_all(&self.keyed)
         .await
         .op("load steps")?;
-        tx.commit().await.op("load steps")?;
         let mut out: Vec<Option<Loaded>> = (0..keys.len()).map(|_| None).collect();
         for row in &rows {
             let i: i32 = row.try_get("i").op("load steps")?;
@@ -676,11 +702,7 @@ impl Store {
         if batch.is_empty() {
             return Ok(Vec::new());
         }
-        let mut tx = self
-            .pool
-            .begin_with(KEYED_TRANSACTION)
-            .await
-            .op("begin checkpoint")?;
+        let mut tx = self.keyed.begin().await.op("begin checkpoint")?;
         let mut runs: Vec<uuid::Uuid> = batch.iter().map(|(_, d)| d.run_id.0).collect();
         runs.sort_unstable();
         runs.dedup();
@@ -1081,19 +1103,6 @@ impl Store {
         Ok(u64::try_from(deleted).unwrap_or_default())
     }
 }
-
-/// Begins a transaction whose statements touch rows only by primary key (a batch's
-/// checkpoints, the loads of one read): PostgreSQL plans each prepared statement once per connection (a generic
-/// plan), and plans it with per-key index lookups whatever the table statistics say.
-///
-/// Why: with array parameters PostgreSQL re-plans every execution (a custom plan), and
-/// planning took as long as executing: 300–400 µs per statement and batch in a drain. A
-/// generic plan made on a freshly created or truncated table (no statistics, a few pages)
-/// would join by sequential scans and keep doing so as the table grows; without sequential
-/// scans the planner has only the per-key plans, right at any size (`docs/decisions.md`,
-/// "Fewer statements, one planning per batch").
-const KEYED_TRANSACTION: &str = "BEGIN; SET LOCAL plan_cache_mode = force_generic_plan; \
-     SET LOCAL enable_seqscan = off";
 
 fn interval(d: Duration) -> String {
     format!("{} microseconds", d.as_micros())
