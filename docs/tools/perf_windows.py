@@ -8,16 +8,19 @@ process kind (and how much of it is in the kernel), then, for PostgreSQL, the wo
 the functions with the most samples of their own (the leaf frame: call chains through
 PostgreSQL and a release build without frame pointers are incomplete, leaves are not).
 
-    perf record -a -g -F 999 -o drain.data -- sleep 40 &   # while the bench runs
-    perf script -i drain.data | python3 docs/tools/perf_windows.py
+    perf record -a -F 499 -o drain.data -- sleep 30 &   # while the bench runs (-g: chains)
+    perf script -i drain.data -F comm,pid,tid,time,ip,sym,dso | python3 docs/tools/perf_windows.py
+
+The windows are per process (pid), from its first to its last sample.
 """
 
 import collections
 import re
 import sys
 
-HEADER = re.compile(r"^(\S.*?)\s+(\d+)\s+(?:\[\d+\]\s+)?([\d.]+):")
-FRAME = re.compile(r"^\s+[0-9a-f]+\s+(.*?)\s+\((.*)\)$")
+# "comm pid[/tid] [cpu] time:" and, without call chains, the sample's frame on the same line.
+HEADER = re.compile(r"^\s*(\S.*?)\s+(\d+)(?:/\d+)?\s+(?:\[\d+\]\s+)?([\d.]+):\s*(.*)$")
+FRAME = re.compile(r"^\s*[0-9a-f]+\s+(.*?)\s+\((.*)\)$")
 
 
 def samples(stream):
@@ -29,6 +32,9 @@ def samples(stream):
             if head:
                 yield head, frames
             head, frames = (m.group(1), int(m.group(2)), float(m.group(3))), []
+            inline = FRAME.match(m.group(4))
+            if inline:
+                frames.append((inline.group(1), inline.group(2)))
         elif line.strip():
             f = FRAME.match(line)
             if f:

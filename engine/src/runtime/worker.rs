@@ -35,8 +35,8 @@ type InFlight = Arc<Mutex<HashMap<String, (RunId, CancellationToken)>>>;
 /// gives its slot back when its function returns; its entry is held on while its checkpoint
 /// commits with a group of others, and the next steps run meanwhile. Without this, a slot
 /// would sit idle through every commit, and a fast step's throughput would be bounded by
-/// round trips rather than by the CPUs (measured: see `docs/benchmarks.md`, "Slots free at
-/// the step's return").
+/// round trips rather than by the CPUs (`docs/decisions.md`, "Slots free at the step's
+/// return"; figures in `docs/benchmarks.md`).
 pub const HELD_PER_SLOT: usize = 8;
 
 /// What an entry read by this process holds of its capacity: an execution slot until its step
