@@ -275,6 +275,52 @@ async fn redis_restarted_without_persistence_loses_no_run() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_process_connecting_while_another_rebuilds_waits_for_the_rebuild() {
+    let env = TestEnv::start().await;
+    let config = env.config();
+    // "Another process" has found Redis empty and is rebuilding it: it holds the lock, and
+    // the epoch marker is not set yet.
+    let other = tributary::transport::Transport::connect(tributary::transport::TransportConfig {
+        url: env.redis.url(),
+        prefix: config.key_prefix.clone(),
+        connect_timeout: Duration::from_secs(5),
+        command_timeout: Duration::from_secs(5),
+        dead_letter_max_len: 100,
+    })
+    .await
+    .unwrap();
+    assert!(
+        other
+            .try_rebuild_lock("other", Duration::from_secs(60))
+            .await
+            .unwrap()
+    );
+    let connecting = tokio::spawn(async move {
+        tributary::runtime::Engine::connect(config, tributary_workflows::registry().unwrap())
+            .await
+            .map(|_| ())
+    });
+    // Had it gone on, steps it started would be published by the rebuild a second time.
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    assert!(
+        !connecting.is_finished(),
+        "connect returned while another process was rebuilding the stream"
+    );
+    other.set_epoch("rebuilt-by-other").await.unwrap();
+    other.release_rebuild_lock().await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), connecting)
+        .await
+        .expect("connect goes on once the rebuild has ended")
+        .unwrap()
+        .unwrap();
+    assert_eq!(
+        other.epoch().await.unwrap().as_deref(),
+        Some("rebuilt-by-other"),
+        "the connecting process did not rebuild a second time"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn postgres_restarted_mid_flight_loses_no_run() {
     let mut env = TestEnv::start().await;
     let engine = client(&env).await;

@@ -317,17 +317,31 @@ async fn with_no_metrics_collector_reachable_runs_complete_and_metrics_are_still
         ],
     );
     let engine = env.engine(tributary_workflows::registry().unwrap()).await;
-    assert_eq!(start(&engine, "chain3", json!(1)).await, "succeeded");
+    let run = engine
+        .start("chain3", json!(1), StartOptions::default())
+        .await
+        .unwrap();
+    assert_eq!(engine.wait(run, WAIT).await.unwrap().status, "succeeded");
     let w = label(attr::WORKFLOW_NAME);
+    let last = std::sync::Mutex::new(String::new());
     let counted = eventually(WAIT, || async {
         let text = scrape(port, "/metrics")
             .await
             .map(|r| r.1)
-            .unwrap_or_default();
-        value(&text, m::STEPS_STARTED_PROMETHEUS, &[(&w, "chain3")]) == 3.0
+            .unwrap_or_else(|| "scrape failed".to_owned());
+        let started = value(&text, m::STEPS_STARTED_PROMETHEUS, &[(&w, "chain3")]);
+        *last.lock().unwrap() = text;
+        started == 3.0
     })
     .await;
-    assert!(counted);
+    let events = engine.status(run).await.unwrap().events;
+    let text = last.lock().unwrap().clone();
+    let steps: Vec<&str> = text.lines().filter(|l| l.contains("chain3")).collect();
+    assert!(
+        counted,
+        "last scrape (chain3 lines):\n{}\nevents: {events:?}",
+        steps.join("\n")
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

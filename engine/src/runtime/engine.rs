@@ -108,7 +108,7 @@ impl Engine {
             resources: Arc::default(),
         };
         let holder = format!("connect-{}", uuid::Uuid::new_v4());
-        super::maintenance::ensure_epoch(&engine, &holder).await?;
+        super::maintenance::await_epoch(&engine, &holder).await?;
         Ok(engine)
     }
 

@@ -216,7 +216,7 @@ pub(crate) async fn ensure_epoch(engine: &Engine, holder: &str) -> Result<bool, 
     }
     if !engine
         .transport
-        .try_rebuild_lock(holder, Duration::from_secs(60))
+        .try_rebuild_lock(holder, REBUILD_LOCK_TTL)
         .await?
     {
         return Ok(false); // another process is rebuilding
@@ -229,6 +229,38 @@ pub(crate) async fn ensure_epoch(engine: &Engine, holder: &str) -> Result<bool, 
         "rebuilt the step stream from PostgreSQL"
     );
     Ok(true)
+}
+
+/// How long a connecting process waits for another process's rebuild (the lock's lifetime).
+const REBUILD_LOCK_TTL: Duration = Duration::from_secs(60);
+
+/// [`ensure_epoch`] for a process that is connecting: when another process holds the rebuild
+/// lock, waits until its rebuild has ended (the epoch marker is back), at most the lock's
+/// lifetime, retrying the lock meanwhile (its holder may have died). A process that went on at
+/// once would start runs whose steps the rebuild then publishes a second time: each would run
+/// twice, one attempt fenced (seen as a flaky test under CPU load, when a client and a worker
+/// connect together to a new Redis). Past the wait it goes on with a warning: duplicates are
+/// safe, only wasteful.
+pub(crate) async fn await_epoch(engine: &Engine, holder: &str) -> Result<(), super::Error> {
+    let deadline = tokio::time::Instant::now() + REBUILD_LOCK_TTL;
+    let mut waited = false;
+    loop {
+        if ensure_epoch(engine, holder).await? || engine.transport.epoch().await?.is_some() {
+            if waited {
+                tracing::info!("another process's rebuild of the step stream has ended");
+            }
+            return Ok(());
+        }
+        if tokio::time::Instant::now() >= deadline {
+            tracing::warn!("another process is still rebuilding the step stream; going on");
+            return Ok(());
+        }
+        if !waited {
+            tracing::info!("waiting for another process's rebuild of the step stream");
+            waited = true;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
 }
 
 async fn rebuild(engine: &Engine) -> Result<usize, super::Error> {
