@@ -263,7 +263,9 @@ async fn step_metrics_reach_an_otlp_receiver_with_their_attributes() {
 
     let arrived = eventually(WAIT, || async {
         let finished = receiver.latest(m::STEPS_FINISHED);
-        finished.is_some_and(|f| counter(&f, "c") == Some(1))
+        // Each step's outcome is recorded after its checkpoint's publish: `c` can finish
+        // (and be exported) before `b`'s outcome is recorded. Wait for all three.
+        finished.is_some_and(|f| ["a", "b", "c"].iter().all(|s| counter(&f, s) == Some(1)))
     })
     .await;
     assert!(arrived, "metrics received: {:?}", receiver.names());
