@@ -172,13 +172,13 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
             _ = shutdown.cancelled() => break,
             claim = capacity.claim() => claim,
         };
-        let mut permits = vec![first];
+        let mut claims = vec![first];
         while let Some(claim) = capacity.try_claim() {
-            permits.push(claim);
+            claims.push(claim);
         }
         // Not raced against shutdown: a read cut short could lose entries already delivered
         // to this consumer; it returns within the block time anyway.
-        match reader.read(permits.len()).await {
+        match reader.read(claims.len()).await {
             Ok(entries) => {
                 failures = patient_backoff();
                 if shutdown.is_cancelled() {
@@ -188,7 +188,7 @@ pub(crate) async fn run(engine: Engine, shutdown: CancellationToken) -> Result<(
                 let read: Vec<_> = entries
                     .into_iter()
                     .map(|entry| {
-                        let claim = permits.pop().expect("read at most one entry per free slot");
+                        let claim = claims.pop().expect("read at most one entry per free slot");
                         (entry, claim)
                     })
                     .collect();
